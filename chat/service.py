@@ -1,0 +1,444 @@
+"""
+The chat core: sessions, the rules of the standard, dispatch, history and
+fan-out. It knows nothing of sockets.
+
+Each connection is a L{Session}; the transport gives it what it decoded
+(L{chat.wire.Request} or L{chat.wire.DecodeError}) and the core answers
+through the small L{IChatClient} interface, always with bytes made by
+L{chat.wire.encode_response}. A broadcast is encoded once and the same bytes
+go to every recipient.
+
+Requests are dispatched through L{COMMANDS}, the table that also writes the
+C{help} text, so the two never disagree.
+
+Messages are stored before they are shown to anyone: a C{msg} joins a batch
+that is written to the store in one transaction at the end of the reactor
+turn, then broadcast. Until then the sender's later requests wait in its
+session's inbox, so each client sees its responses in the order it asked.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from zope.interface import Attribute, Interface, implementer
+
+from chat.store import IMessageStore, Message, StoreError
+from chat.wire import DecodeError, Request, encode_json, encode_response, format_timestamp
+
+#: The name the server uses as C{sender} of C{error}, C{info} and C{history}.
+SERVER_NAME = "server"
+
+_USERNAME = re.compile(r"[A-Za-z0-9]+")
+
+#: Values of C{content} that clients in the field send for "no argument".
+NO_ARGUMENT = (None, "", "None")
+
+
+class IChatClient(Interface):
+    """
+    What the core needs of a connected client.
+    """
+
+    max_response_size = Attribute(
+        "The largest single response, in bytes, this client can take, or None "
+        "for no limit. A long history is split into several responses to fit."
+    )
+
+    def deliver(data: bytes) -> None:
+        """
+        Send one encoded response (a complete JSON object and its newline).
+        """
+
+    def disconnect() -> None:
+        """
+        Close the connection once what was delivered has been sent.
+        """
+
+
+@dataclass(frozen=True)
+class Limits:
+    """
+    Bounds the core enforces on what clients send.
+    """
+
+    max_username_length: int = 32
+    max_message_length: int = 1000
+
+
+class History:
+    """
+    Every message the server issued, kept encoded the way a C{history}
+    response carries it, so a login costs one copy and no JSON encoding.
+
+    @param item_format: C{"string"}: each item is the message response
+        encoded as a JSON string (what most clients in the field expect);
+        C{"object"}: each item is the message response itself.
+    """
+
+    def __init__(self, item_format: str = "string") -> None:
+        if item_format not in ("string", "object"):
+            raise ValueError(f"unknown history format {item_format!r}")
+        self.item_format = item_format
+        self._items: List[bytes] = []
+        self._body = bytearray()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def append(self, message_line: bytes) -> None:
+        """
+        Add a message, given as its encoded C{message} response line.
+        """
+        obj = message_line.rstrip(b"\n")
+        if self.item_format == "string":
+            item = encode_json(obj.decode("utf-8")).encode("utf-8")
+        else:
+            item = obj
+        if self._items:
+            self._body += b","
+        self._body += item
+        self._items.append(item)
+
+    def responses(self, timestamp: str, max_size: Optional[int] = None) -> List[bytes]:
+        """
+        The C{history} responses for a login: one, or with C{max_size} as many
+        as needed to keep each under it (an item that alone is larger goes
+        alone), in order.
+        """
+        template = encode_response(timestamp, SERVER_NAME, "history", [])
+        cut = template.rindex(b"[]") + 1
+        prefix, suffix = template[:cut], template[cut:]
+        overhead = len(prefix) + len(suffix)
+        if max_size is None or overhead + len(self._body) <= max_size:
+            return [prefix + bytes(self._body) + suffix]
+        out: List[bytes] = []
+        chunk: List[bytes] = []
+        size = overhead
+        for item in self._items:
+            extra = len(item) + (1 if chunk else 0)
+            if chunk and size + extra > max_size:
+                out.append(prefix + b",".join(chunk) + suffix)
+                chunk, size = [], overhead
+                extra = len(item)
+            chunk.append(item)
+            size += extra
+        out.append(prefix + b",".join(chunk) + suffix)
+        return out
+
+
+@dataclass(frozen=True)
+class Command:
+    """
+    One row of the dispatch table.
+
+    @ivar word: the request word.
+    @ivar argument: how C{help} names the argument, or None if there is none.
+    @ivar summary: what the request does, for C{help}.
+    @ivar login_required: whether the client must be logged in.
+    @ivar handler: called with the session and the request's content.
+    """
+
+    word: str
+    argument: Optional[str]
+    summary: str
+    login_required: bool
+    handler: Callable[["Session", Any], None]
+
+    def usage(self) -> str:
+        return f"{self.word} <{self.argument}>" if self.argument else self.word
+
+
+def _login(session: "Session", content: Any) -> None:
+    session.service.login(session, content)
+
+
+def _logout(session: "Session", content: Any) -> None:
+    session.service.logout(session)
+
+
+def _msg(session: "Session", content: Any) -> None:
+    session.service.publish(session, content)
+
+
+def _names(session: "Session", content: Any) -> None:
+    session.info(", ".join(session.service.usernames()))
+
+
+def _help(session: "Session", content: Any) -> None:
+    session.info(help_text())
+
+
+COMMANDS: Dict[str, Command] = {
+    c.word: c
+    for c in [
+        Command("login", "username", "log in (letters A-Z, a-z and digits only)", False, _login),
+        Command("logout", None, "log out and disconnect", True, _logout),
+        Command("msg", "message", "send a message to everyone in the chat", True, _msg),
+        Command("names", None, "list the users logged in", True, _names),
+        Command("help", None, "show this help", False, _help),
+    ]
+}
+
+
+def help_text() -> str:
+    """
+    The C{help} answer, made from L{COMMANDS}.
+    """
+    width = max(len(c.usage()) for c in COMMANDS.values())
+    lines = ["Requests this server supports:"]
+    lines += [f"  {c.usage().ljust(width)}  {c.summary}" for c in COMMANDS.values()]
+    return "\n".join(lines)
+
+
+class Session:
+    """
+    One connected client: its name once logged in, and its inbox of
+    requests not yet handled.
+    """
+
+    def __init__(self, service: "ChatService", client: IChatClient) -> None:
+        self.service = service
+        self.client = client
+        self.username: Optional[str] = None
+        self.connected = True
+        self._inbox: Deque[Union[Request, DecodeError]] = deque()
+        self._waiting = False
+
+    @property
+    def backlog(self) -> int:
+        """
+        How many requests wait to be handled.
+        """
+        return len(self._inbox)
+
+    def receive(self, request: Union[Request, DecodeError]) -> None:
+        """
+        Handle a request from the client, after those before it.
+        """
+        self._inbox.append(request)
+        self._drain()
+
+    def lost(self) -> None:
+        """
+        The connection is gone: log out at once, drop what is left.
+        """
+        self.connected = False
+        self._inbox.clear()
+        self.service.forget(self)
+
+    def wait(self) -> None:
+        """
+        Hold further requests until L{resume} (a message is being stored).
+        """
+        self._waiting = True
+
+    def resume(self) -> None:
+        self._waiting = False
+        self._drain()
+
+    def _drain(self) -> None:
+        while self._inbox and not self._waiting and self.connected:
+            self.service.dispatch(self, self._inbox.popleft())
+
+    def send(self, response: str, content: Any) -> None:
+        if self.connected:
+            self.client.deliver(self.service.response(response, content))
+
+    def info(self, text: str) -> None:
+        self.send("info", text)
+
+    def error(self, text: str) -> None:
+        self.send("error", text)
+
+
+class ChatService:
+    """
+    The chat: who is logged in, the history, and the rules.
+
+    @param store: where messages are kept.
+    @param clock: the reactor's time and scheduling.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        store: IMessageStore,
+        clock: IReactorTime,
+        history_format: str = "string",
+        limits: Limits = Limits(),
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.limits = limits
+        self.history = History(history_format)
+        self._users: Dict[str, Session] = {}  # folded name -> session
+        self._recipients: Optional[Tuple[IChatClient, ...]] = None
+        self._pending: List[Tuple[Session, Message]] = []
+        self._flush_call: Optional[IDelayedCall] = None
+        self._sessions: Dict[Session, None] = {}
+
+    # Life cycle
+
+    def load(self) -> None:
+        """
+        Load the history from the store.
+        """
+        for m in self.store.load():
+            self.history.append(encode_response(m.timestamp, m.sender, "message", m.content))
+        self.log.info("Loaded {count} messages of history", count=len(self.history))
+
+    def shutdown(self, reason: str = "Server is shutting down") -> None:
+        """
+        Store what is pending, tell everyone logged in, and disconnect all.
+        """
+        self.flush()
+        for session in list(self._sessions):
+            if session.username is not None:
+                session.info(reason)
+            session.client.disconnect()
+
+    # Connections
+
+    def connect(self, client: IChatClient) -> Session:
+        session = Session(self, client)
+        self._sessions[session] = None
+        return session
+
+    def forget(self, session: Session) -> None:
+        self._sessions.pop(session, None)
+        if session.username is not None:
+            self.log.info("{user} disconnected", user=session.username)
+            self._remove_user(session)
+
+    # The rules
+
+    def response(self, response: str, content: Any, sender: str = SERVER_NAME) -> bytes:
+        """
+        Encode a response stamped with the current time.
+        """
+        return encode_response(format_timestamp(self.clock.seconds()), sender, response, content)
+
+    def dispatch(self, session: Session, request: Union[Request, DecodeError]) -> None:
+        if isinstance(request, DecodeError):
+            session.error(request.reason)
+            if request.fatal:
+                self.log.info("Disconnecting a client: {reason}", reason=request.reason)
+                session.client.disconnect()
+            return
+        command = COMMANDS.get(request.word)
+        if command is None:
+            session.error(f"Unknown request {request.word!r}; send help for the list")
+            return
+        if command.login_required and session.username is None:
+            session.error("Not logged in: log in first with login <username>")
+            return
+        content = request.content
+        if command.argument is None:
+            content = None
+        command.handler(session, content)
+
+    def usernames(self) -> List[str]:
+        return [s.username for s in self._users.values() if s.username]
+
+    def login(self, session: Session, name: Any) -> None:
+        if session.username is not None:
+            session.error(f"Already logged in as {session.username}")
+            return
+        if not isinstance(name, str) or not name.strip():
+            session.error("Login needs a username: login <username>")
+            return
+        name = name.strip()
+        limit = self.limits.max_username_length
+        if len(name) > limit:
+            session.error(f"Username too long (at most {limit} characters)")
+            return
+        if not _USERNAME.fullmatch(name):
+            session.error("Invalid username: use only letters A-Z, a-z and digits 0-9")
+            return
+        folded = name.lower()
+        if folded in self._users:
+            session.error("Username taken")
+            return
+        session.username = name
+        self._users[folded] = session
+        self._recipients = None
+        self.log.info("{user} logged in", user=name)
+        session.info(f"Login successful. Welcome, {name}!")
+        timestamp = format_timestamp(self.clock.seconds())
+        for data in self.history.responses(timestamp, session.client.max_response_size):
+            session.client.deliver(data)
+
+    def logout(self, session: Session) -> None:
+        self.log.info("{user} logged out", user=session.username)
+        self._remove_user(session)
+        session.info("Logged out")
+        session.client.disconnect()
+
+    def _remove_user(self, session: Session) -> None:
+        if session.username is not None:
+            self._users.pop(session.username.lower(), None)
+            self._recipients = None
+            session.username = None
+
+    def publish(self, session: Session, text: Any) -> None:
+        """
+        Store a message, then broadcast it to everyone logged in.
+        """
+        if not isinstance(text, str):
+            session.error("msg needs a text: msg <message>")
+            return
+        if not text.strip():
+            session.error("Message is empty")
+            return
+        limit = self.limits.max_message_length
+        if len(text) > limit:
+            session.error(f"Message too long (at most {limit} characters)")
+            return
+        assert session.username is not None
+        message = Message(format_timestamp(self.clock.seconds()), session.username, text)
+        self._pending.append((session, message))
+        session.wait()
+        if self._flush_call is None:
+            self._flush_call = self.clock.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        """
+        Store the pending messages in one transaction, then broadcast them.
+        """
+        if self._flush_call is not None:
+            if self._flush_call.active():
+                self._flush_call.cancel()
+            self._flush_call = None
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        try:
+            self.store.append([m for _, m in batch])
+        except StoreError as e:
+            self.log.error("Could not store {count} messages: {error}", count=len(batch), error=e)
+            for session, _ in batch:
+                session.error("The server could not store your message; it was not sent")
+        else:
+            for _, m in batch:
+                data = encode_response(m.timestamp, m.sender, "message", m.content)
+                self.history.append(data)
+                self._broadcast(data)
+        for session, _ in batch:
+            session.resume()
+
+    def _broadcast(self, data: bytes) -> None:
+        recipients = self._recipients
+        if recipients is None:
+            recipients = self._recipients = tuple(s.client for s in self._users.values())
+        for client in recipients:
+            try:
+                client.deliver(data)
+            except Exception:
+                self.log.failure("Delivery to one client failed")
