@@ -141,6 +141,6 @@ class ChatServerFactory(Factory):
     protocol = ChatServerProtocol
     noisy = False
 
-    def __init__(self, service: ChatService, clock: IReactorTime) -> None:
+    def __init__(self, service: Optional[ChatService], clock: IReactorTime) -> None:
         self.service = service
         self.clock = clock

@@ -5,12 +5,13 @@ chat} process driven over real loopback sockets, restarted and killed.
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 
 from twisted.application.service import IServiceMaker, MultiService
-from twisted.internet.task import Clock
 from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.trial.unittest import TestCase
@@ -63,7 +64,9 @@ class PluginTests(TestCase):
         opens the database and loads its history.
         """
         options = tap.Options()
-        path = self.mktemp()
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "chat.sqlite3")
         options.parseOptions(["--port", "tcp:0:interface=127.0.0.1", "-d", path])
         top = tap.makeService(options)
         self.assertIsInstance(top, MultiService)
@@ -98,8 +101,8 @@ class RealServerTests(TestCase):
         return client
 
     def setUp(self):
-        self.directory = os.path.abspath(self.mktemp())
-        os.makedirs(self.directory)
+        self.directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.directory)
         self.database = os.path.join(self.directory, "chat.sqlite3")
 
     def test_chat_and_restart(self):

@@ -61,7 +61,9 @@ class StreamDecoderTests(TestCase):
         sends, are split correctly and no newline is recorded.
         """
         decoder = StreamDecoder()
-        data = b"".join(json.dumps({"request": "msg", "content": str(i)}).encode() for i in range(50))
+        data = b"".join(
+            json.dumps({"request": "msg", "content": str(i)}).encode() for i in range(50)
+        )
         values = decoder.feed(data)
         self.assertEqual([v["content"] for v in values], [str(i) for i in range(50)])
         self.assertFalse(decoder.newline_seen)
