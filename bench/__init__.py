@@ -1,0 +1,4 @@
+"""
+Benchmarks of the chat server against a plain asyncio baseline; see
+bench/README.rst.
+"""

@@ -1,0 +1,119 @@
+"""
+Run a benchmark scenario against our server and the asyncio baseline,
+alternating, several times, and print medians, ranges and ratios.
+
+    python -m bench fanout|idle|history|ingest|legacy [options]
+
+See bench/README.rst for the documented command of each scenario.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Callable, Dict, List
+
+from bench import scenarios
+
+KINDS = ("chat", "asyncio")
+
+
+def machine() -> str:
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    load = os.getloadavg()[0]
+    return (f"{platform.node()}: {os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, "
+            f"{platform.system()} {platform.release()}, load {load:.2f}")
+
+
+def report(title: str, runs: Dict[str, List[Dict[str, float]]]) -> None:
+    print(f"\n== {title}  ({len(runs['chat'])} runs each; median [min..max]; ratio = chat/asyncio)")
+    keys = list(runs["chat"][0]) if runs["chat"] else []
+    width = max([len(k) for k in keys] + [10])
+    for key in keys:
+        cells = []
+        medians = {}
+        for kind in KINDS:
+            values = [r[key] for r in runs[kind] if key in r and not math.isnan(r[key])]
+            if not values:
+                cells.append(f"{kind} -")
+                continue
+            med = statistics.median(values)
+            medians[kind] = med
+            cells.append(f"{kind} {med:10.3f} [{min(values):.3f}..{max(values):.3f}]")
+        ratio = ""
+        if len(medians) == 2 and medians["asyncio"]:
+            ratio = f"ratio {medians['chat'] / medians['asyncio']:.2f}"
+        print(f"  {key.ljust(width)}  {cells[0]:<38} {cells[1]:<38} {ratio}")
+    sys.stdout.flush()
+
+
+def repeat(title: str, runs: int, one: Callable[[str], Dict[str, float]], kinds=KINDS) -> None:
+    results: Dict[str, List[Dict[str, float]]] = {k: [] for k in KINDS}
+    for i in range(runs):
+        for kind in kinds:
+            t = time.monotonic()
+            r = one(kind)
+            results[kind].append(r)
+            print(f"  run {i + 1} {kind}: " + ", ".join(f"{k}={v:.4g}" for k, v in r.items())
+                  + f"  ({time.monotonic() - t:.0f}s)", file=sys.stderr, flush=True)
+    report(title, results)
+
+
+def ints(text: str) -> List[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("scenario", choices=["fanout", "idle", "history", "ingest", "legacy"])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--n", type=ints, default=None, help="recipients (fanout, legacy), comma separated")
+    parser.add_argument("--k", type=ints, default=None, help="idle clients, comma separated")
+    parser.add_argument("--senders", type=int, default=20)
+    parser.add_argument("--window", type=int, default=200, help="messages in flight, in total (closed loop)")
+    parser.add_argument("--rate", type=float, default=50000, help="deliveries/s (paced)")
+    parser.add_argument("--mode", default="closed,paced")
+    parser.add_argument("--duration", type=float, default=4.0)
+    parser.add_argument("--procs", type=int, default=3, help="load generator processes")
+    parser.add_argument("--history", type=ints, default=None, help="history sizes (history)")
+    parser.add_argument("--logins", type=int, default=200)
+    args = parser.parse_args(argv)
+    print(machine())
+    print("command: python -m bench " + " ".join(sys.argv[1:] if argv is None else argv))
+    if args.scenario in ("fanout", "legacy"):
+        legacy = args.scenario == "legacy"
+        for n in args.n or ([100, 1000, 10000] if not legacy else [100]):
+            for mode in args.mode.split(","):
+                what = (f"{args.window} in flight" if mode == "closed" else f"{args.rate:g} deliveries/s")
+                title = f"{args.scenario} N={n} S={args.senders} {mode} ({what})"
+                repeat(title, args.runs, lambda kind: scenarios.fanout(
+                    kind, n, args.senders, mode, args.window, args.rate, args.duration,
+                    args.procs, legacy=legacy),
+                    kinds=("chat",) if legacy else KINDS)
+    elif args.scenario == "idle":
+        for k in args.k or [1000, 10000, 19980]:
+            repeat(f"idle K={k}", args.runs, lambda kind: scenarios.idle(kind, k, args.procs))
+    elif args.scenario == "history":
+        for h in args.history or [10000, 100000]:
+            repeat(f"login with history of {h} messages", args.runs,
+                   lambda kind: scenarios.history(kind, h, args.logins))
+    elif args.scenario == "ingest":
+        repeat(f"durable ingest S={args.senders} ({args.window} in flight)", args.runs,
+               lambda kind: scenarios.ingest(kind, args.senders, args.window, args.duration, args.procs))
+
+
+if __name__ == "__main__":
+    main()

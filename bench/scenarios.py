@@ -1,0 +1,135 @@
+"""
+The benchmark scenarios. Each function runs one scenario once against one
+server and returns its figures as a flat dict; L{bench.__main__} runs them
+for both servers, several times, and prints medians, ranges and ratios.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Dict, List
+
+from bench.loadgen import Workers, sources
+from bench.servers import Server
+
+
+def _pct(values: List[int], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] / 1e6  # ms
+
+
+def _sum(results: List[Dict], key: str) -> float:
+    return sum(r[key] for r in results)
+
+
+def _login_fanout(workers: Workers, n: int, senders: int, probes: int, legacy: bool) -> int:
+    """
+    Log in C{senders} and C{probes} on worker 0 and the other receivers
+    spread over the remaining workers, probes evenly interleaved in the
+    server's broadcast order. Returns how many logged in.
+    """
+    addrs = sources(16)
+    spec = lambda name, role, i: (name, role, addrs[i % len(addrs)], legacy)  # noqa: E731
+    ok = workers.call(0, "connect", specs=[spec(f"s{i}", "send", i) for i in range(senders)])["ok"]
+    receivers = max(0, n - senders - probes)
+    rworkers = list(range(1, len(workers.pipes))) or [0]
+    chunk = -(-receivers // max(1, probes))
+    done = 0
+    for p in range(probes):
+        count = min(chunk, receivers - done)
+        per = -(-count // len(rworkers)) if count > 0 else 0
+        for j, w in enumerate(rworkers):
+            names = range(done + j * per, min(done + (j + 1) * per, done + count))
+            if names:
+                specs = [spec(f"r{i}", "recv", i) for i in names]
+                ok += workers.call(w, "connect", specs=specs, concurrency=200)["ok"]
+        done += count
+        ok += workers.call(0, "connect", specs=[spec(f"p{p}", "probe", p)])["ok"]
+    return ok
+
+
+def fanout(kind: str, n: int, senders: int, mode: str, window: int, rate: float,
+           duration: float, procs: int, legacy: bool = False, probes: int = 10) -> Dict[str, float]:
+    """
+    One message to N recipients. C{mode} "closed": C{window} messages in
+    flight in total; "paced": C{rate} deliveries per second in total.
+    """
+    with Server(kind) as server:
+        workers = Workers(procs, "127.0.0.1", server.port)
+        try:
+            logged = _login_fanout(workers, n, senders, probes, legacy)
+            if logged < n:
+                raise RuntimeError(f"only {logged} of {n} clients logged in")
+            if mode == "closed":
+                workers.call(0, "closed", window=max(1, window // senders))
+            else:
+                workers.call(0, "paced", rate=rate / n)
+            time.sleep(1.0)  # warm up
+            c0 = workers.all("record", on=True)
+            cpu0 = server.cpu()
+            t0 = time.monotonic()
+            time.sleep(duration)
+            c1 = workers.all("counts")
+            cpu1 = server.cpu()
+            elapsed = time.monotonic() - t0
+            workers.all("stop")
+            time.sleep(0.5)
+        finally:
+            workers.close()
+    deliveries = _sum(c1, "lines") - _sum(c0, "lines")
+    lat = [x for r in c1 for x in r["latencies"]]
+    out = {
+        "deliveries/s": deliveries / elapsed,
+        "messages/s": deliveries / elapsed / n,
+        "server CPU us/delivery": (cpu1 - cpu0) / deliveries * 1e6 if deliveries else float("nan"),
+        "server CPU cores": (cpu1 - cpu0) / elapsed,
+        "latency p50 ms": _pct(lat, 0.50),
+        "latency p99 ms": _pct(lat, 0.99),
+        "loadgen CPU cores": (_sum(c1, "cpu") - _sum(c0, "cpu")) / elapsed,
+    }
+    if legacy:
+        reads = _sum(c1, "reads") - _sum(c0, "reads")
+        multi = _sum(c1, "multi") - _sum(c0, "multi")
+        out["reads with >1 response %"] = 100.0 * multi / reads if reads else float("nan")
+    return out
+
+
+def idle(kind: str, k: int, procs: int, timeout: float = 120) -> Dict[str, float]:
+    """
+    K logged-in clients that then sit idle: memory per connection and
+    login rate.
+    """
+    with Server(kind) as server:
+        time.sleep(0.5)
+        rss0 = server.rss()
+        cpu0 = server.cpu()
+        workers = Workers(procs, "127.0.0.1", server.port)
+        try:
+            addrs = sources(32)
+            per = -(-k // procs)
+            for w in range(procs):
+                specs = [(f"u{i}", "recv", addrs[i % len(addrs)], False)
+                         for i in range(w * per, min(k, (w + 1) * per))]
+                workers.pipes[w].send(("connect", {"specs": specs, "concurrency": 200, "timeout": timeout}))
+            t0 = time.monotonic()
+            res = [p.recv() for p in workers.pipes]
+            elapsed = max(r["seconds"] for r in res)
+            ok = sum(r["ok"] for r in res)
+            cpu1 = server.cpu()
+            time.sleep(1.0)
+            rss1 = server.rss()
+            fds = server.fds()
+        finally:
+            workers.close()
+    return {
+        "clients logged in": ok,
+        "server fds": fds,
+        "logins/s": ok / elapsed,
+        "server CPU us/login": (cpu1 - cpu0) / ok * 1e6 if ok else float("nan"),
+        "RSS empty MiB": rss0 / 2**20,
+        "RSS MiB": rss1 / 2**20,
+        "RSS KiB/connection": (rss1 - rss0) / 1024 / ok if ok else float("nan"),
+    }
