@@ -21,6 +21,7 @@ from typing import Callable, Dict, List
 from bench import scenarios
 
 KINDS = ("chat", "asyncio")
+SERVERS = KINDS
 
 
 def machine() -> str:
@@ -39,8 +40,9 @@ def machine() -> str:
 
 
 def report(title: str, runs: Dict[str, List[Dict[str, float]]]) -> None:
-    print(f"\n== {title}  ({len(runs['chat'])} runs each; median [min..max]; ratio = chat/asyncio)")
-    keys = list(runs["chat"][0]) if runs["chat"] else []
+    first = next(k for k in KINDS if runs[k])
+    print(f"\n== {title}  ({len(runs[first])} runs each; median [min..max]; ratio = chat/asyncio)")
+    keys = list(runs[first][0])
     width = max([len(k) for k in keys] + [10])
     for key in keys:
         cells = []
@@ -60,7 +62,8 @@ def report(title: str, runs: Dict[str, List[Dict[str, float]]]) -> None:
     sys.stdout.flush()
 
 
-def repeat(title: str, runs: int, one: Callable[[str], Dict[str, float]], kinds=KINDS) -> None:
+def repeat(title: str, runs: int, one: Callable[[str], Dict[str, float]], kinds=None) -> None:
+    kinds = kinds or SERVERS
     results: Dict[str, List[Dict[str, float]]] = {k: [] for k in KINDS}
     for i in range(runs):
         for kind in kinds:
@@ -90,7 +93,10 @@ def main(argv=None) -> None:
     parser.add_argument("--procs", type=int, default=3, help="load generator processes")
     parser.add_argument("--history", type=ints, default=None, help="history sizes (history)")
     parser.add_argument("--logins", type=int, default=200)
+    parser.add_argument("--servers", default="chat,asyncio", help="which servers to run")
     args = parser.parse_args(argv)
+    global SERVERS
+    SERVERS = tuple(k for k in args.servers.split(",") if k in KINDS)
     print(machine())
     print("command: python -m bench " + " ".join(sys.argv[1:] if argv is None else argv))
     if args.scenario in ("fanout", "legacy"):
@@ -102,7 +108,7 @@ def main(argv=None) -> None:
                 repeat(title, args.runs, lambda kind: scenarios.fanout(
                     kind, n, args.senders, mode, args.window, args.rate, args.duration,
                     args.procs, legacy=legacy),
-                    kinds=("chat",) if legacy else KINDS)
+                    kinds=("chat",) if legacy else None)
     elif args.scenario == "idle":
         for k in args.k or [1000, 10000, 19980]:
             repeat(f"idle K={k}", args.runs, lambda kind: scenarios.idle(kind, k, args.procs))
