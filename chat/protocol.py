@@ -72,7 +72,12 @@ class ChatServerProtocol(LineReceiver):
         if self._closing:
             return
         if self._queue or self._pacer is not None or self.legacy:
-            self._queue.append(data)
+            # One response per paced write: a batch is split at its newlines
+            # (compact JSON has none inside a response).
+            if data.count(b"\n") > 1:
+                self._queue.extend(line + b"\n" for line in data.split(b"\n")[:-1])
+            else:
+                self._queue.append(data)
             if self._pacer is None:
                 self._pace()
         else:

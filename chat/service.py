@@ -52,7 +52,8 @@ class IChatClient(Interface):
 
     def deliver(data: bytes) -> None:
         """
-        Send one encoded response (a complete JSON object and its newline).
+        Send encoded responses: one or more complete JSON objects, each
+        followed by its newline (a broadcast batch comes as one C{data}).
         """
 
     def disconnect() -> None:
@@ -426,10 +427,14 @@ class ChatService:
             for session, _ in batch:
                 session.error("The server could not store your message; it was not sent")
         else:
+            lines = []
             for _, m in batch:
                 data = encode_response(m.timestamp, m.sender, "message", m.content)
                 self.history.append(data)
-                self._broadcast(data)
+                lines.append(data)
+            # One delivery per recipient for the whole batch: the per-recipient
+            # cost is paid once per reactor turn, not once per message.
+            self._broadcast(b"".join(lines))
         for session, _ in batch:
             session.resume()
 

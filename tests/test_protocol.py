@@ -107,6 +107,28 @@ class FramingTests(ProtocolTestsMixin, TestCase):
         contents = [json.loads(w)["content"] for w in lt.writes[2:]]
         self.assertEqual(contents, ["0", "1", "2", "3", "4"])
 
+    def test_legacy_batch_split(self):
+        """
+        Messages from several senders in one reactor turn are broadcast as
+        one batch; a legacy client still gets them one per paced write, and
+        a newline client gets them in one write.
+        """
+        legacy, lt = self.connect()
+        legacy.dataReceived(request("login", "old"))
+        senders = []
+        for name in ("a", "b", "c"):
+            protocol, transport = self.connect()
+            protocol.dataReceived(request("login", name, newline=True))
+            senders.append((protocol, transport))
+        self.run_clock()
+        before = len(senders[0][1].writes)
+        for protocol, _ in senders:
+            protocol.dataReceived(request("msg", protocol.session.username, newline=True))
+        self.run_clock()
+        self.assertEqual(len(senders[0][1].writes), before + 1)
+        contents = [json.loads(w)["content"] for w in lt.writes[2:]]
+        self.assertEqual(contents, ["a", "b", "c"])
+
     def test_every_chunking(self):
         """
         A session's bytes give the same responses whatever the chunking.
