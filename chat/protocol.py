@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Deque, Optional
 
+from twisted.internet import tcp
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -81,7 +82,32 @@ class ChatServerProtocol(LineReceiver):
             if self._pacer is None:
                 self._pace()
         else:
-            self.transport.write(data)
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        """
+        Write to a TCP transport at once when nothing is buffered, as asyncio
+        does. A broadcast writes to every recipient in one turn; left to the
+        reactor, each write costs two epoll_ctl calls and a doWrite, twice
+        the cost of the send itself. What the socket does not take goes to
+        the transport as usual, and so does everything after it.
+        """
+        transport = self.transport
+        if (
+            isinstance(transport, tcp.Connection)
+            and not transport._tempDataLen
+            and not transport.dataBuffer
+            and transport.connected
+            and not transport.disconnecting
+        ):
+            try:
+                sent = transport.socket.send(data)
+            except OSError:
+                sent = 0  # the reactor finds out what is wrong
+            if sent == len(data):
+                return
+            data = data[sent:]
+        transport.write(data)
 
     def disconnect(self) -> None:
         if self._closing:
@@ -103,7 +129,7 @@ class ChatServerProtocol(LineReceiver):
             self._closing = True
             self.transport.loseConnection()
             return
-        self.transport.write(data)
+        self._write(data)
         self._pacer = self.factory.clock.callLater(PACING, self._pace)
 
     # Protocol
