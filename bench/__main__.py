@@ -115,7 +115,7 @@ def main(argv=None) -> None:
     elif args.scenario == "history":
         for h in args.history or [10000, 100000]:
             repeat(f"login with history of {h} messages", args.runs,
-                   lambda kind: scenarios.history(kind, h, args.logins))
+                   lambda kind: scenarios.history(kind, h, max(10, args.logins * 10000 // h)))
     elif args.scenario == "ingest":
         repeat(f"durable ingest S={args.senders} ({args.window} in flight)", args.runs,
                lambda kind: scenarios.ingest(kind, args.senders, args.window, args.duration, args.procs))

@@ -62,6 +62,7 @@ class Client(asyncio.Protocol):
         self.transport: Optional[asyncio.Transport] = None
         self.logged_in = asyncio.get_running_loop().create_future()
         self.login_buffer = b""
+        self.in_history = False
         self.lines = 0
         self.multi = 0  # reads that brought more than one response (legacy)
         self.reads = 0
@@ -82,19 +83,26 @@ class Client(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if not self.logged_in.done():
-            self.login_buffer += data
-            at = self.login_buffer.find(_HISTORY)
-            if at < 0:
+            # Logging in: find the first history response and its end,
+            # without keeping what may be megabytes of history.
+            if not self.in_history:
+                buf = self.login_buffer + data
+                at = buf.find(_HISTORY)
+                if at < 0:
+                    self.worker.login_bytes += len(data)
+                    self.login_buffer = buf[-len(_HISTORY):]
+                    return
+                self.worker.login_bytes += len(data) - (len(buf) - at)
+                self.in_history = True
+                self.login_buffer = b""
+                data = buf[at:]
+            end = data.find(b"\n")
+            if end < 0:
+                self.worker.login_bytes += len(data)
                 return
-            cut = self.login_buffer.find(b"\n", at) + 1
-            self.worker.login_bytes += cut
-            data = self.login_buffer[cut:]
-            self.login_buffer = b""
+            self.worker.login_bytes += end + 1
+            data = data[end + 1 :]
             self.logged_in.set_result(True)
-            if self.legacy:
-                # A legacy client may get its history in several pieces; they
-                # are not counted as messages.
-                self.worker.history_pieces += 0
             if not data:
                 return
         n = data.count(b"\n")
@@ -149,7 +157,6 @@ class Worker:
         self.mode = "idle"
         self.lost = 0
         self.login_bytes = 0
-        self.history_pieces = 0
         self.pacer: Optional[asyncio.Task] = None
         self.done = asyncio.get_running_loop().create_future()
 

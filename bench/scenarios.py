@@ -6,7 +6,8 @@ for both servers, several times, and prints medians, ranges and ratios.
 
 from __future__ import annotations
 
-import statistics
+import os
+import sqlite3
 import time
 from typing import Dict, List
 
@@ -132,4 +133,113 @@ def idle(kind: str, k: int, procs: int, timeout: float = 120) -> Dict[str, float
         "RSS empty MiB": rss0 / 2**20,
         "RSS MiB": rss1 / 2**20,
         "RSS KiB/connection": (rss1 - rss0) / 1024 / ok if ok else float("nan"),
+    }
+
+
+def _fill(path: str, count: int) -> None:
+    """
+    Create a database holding C{count} messages, in the schema both servers
+    use.
+    """
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode=WAL")
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "chat", "schema.sql")) as f:
+        db.executescript(f.read())
+    text = "T0 " + "x" * 48
+    db.executemany(
+        "INSERT INTO messages (timestamp, sender, content) VALUES (?, ?, ?)",
+        (("2026-11-24T12:00:00Z", f"user{i % 100}", text) for i in range(count)),
+    )
+    db.commit()
+    db.close()
+
+
+def _settle(server: Server, quiet: float = 0.3, timeout: float = 60) -> None:
+    """
+    Wait until the server stops using CPU (its start-up is over).
+    """
+    deadline = time.monotonic() + timeout
+    last = server.cpu()
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = server.cpu()
+        if now == last:
+            return
+        last = now
+
+
+def history(kind: str, size: int, logins: int, concurrency: int = 4) -> Dict[str, float]:
+    """
+    C{logins} clients log in, one after another (a few at a time), to a
+    server whose history holds C{size} messages; each reads its history and
+    leaves.
+    """
+    path = os.path.join("/tmp", f"bench-history-{os.getpid()}-{size}.sqlite3")
+    _fill(path, size)
+    try:
+        with Server(kind, database=path) as server:
+            _settle(server)
+            rss0 = server.rss()
+            workers = Workers(1, "127.0.0.1", server.port)
+            try:
+                cpu0 = server.cpu()
+                specs = [(f"h{i}", "recv", "127.0.0.1", False) for i in range(logins)]
+                res = workers.call(0, "connect", specs=specs, concurrency=concurrency, timeout=300)
+                cpu1 = server.cpu()
+                rss1 = server.rss()
+                login_bytes = workers.call(0, "counts")["login_bytes"]
+            finally:
+                workers.close()
+    finally:
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.unlink(path + suffix)
+    ok = res["ok"]
+    return {
+        "logins": ok,
+        "server CPU ms/login": (cpu1 - cpu0) / ok * 1e3 if ok else float("nan"),
+        "MB sent/login": login_bytes / ok / 1e6 if ok else float("nan"),
+        "logins/s": ok / res["seconds"],
+        "server RSS MiB": rss1 / 2**20,
+        "RSS growth MiB": (rss1 - rss0) / 2**20,
+    }
+
+
+def ingest(kind: str, senders: int, window: int, duration: float, procs: int) -> Dict[str, float]:
+    """
+    S clients, all senders, closed loop: how many messages per second are
+    stored in SQLite (and broadcast to all S).
+    """
+    with Server(kind) as server:
+        workers = Workers(procs, "127.0.0.1", server.port)
+        try:
+            addrs = sources(16)
+            per = -(-senders // procs)
+            for w in range(procs):
+                specs = [(f"s{i}", "send", addrs[i % len(addrs)], False)
+                         for i in range(w * per, min(senders, (w + 1) * per))]
+                workers.call(w, "connect", specs=specs)
+            workers.all("closed", window=max(1, window // senders))
+            time.sleep(1.0)
+            db = sqlite3.connect(f"file:{server.database}?mode=ro", uri=True)
+            rows = lambda: db.execute("SELECT count(*) FROM messages").fetchone()[0]  # noqa: E731
+            c0 = workers.all("counts")
+            rows0, cpu0, t0 = rows(), server.cpu(), time.monotonic()
+            time.sleep(duration)
+            c1 = workers.all("counts")
+            rows1, cpu1, elapsed = rows(), server.cpu(), time.monotonic() - t0
+            db.close()
+            workers.all("stop")
+            time.sleep(0.5)
+        finally:
+            workers.close()
+    stored = rows1 - rows0
+    deliveries = _sum(c1, "lines") - _sum(c0, "lines")
+    return {
+        "messages stored/s": stored / elapsed,
+        "messages broadcast/s": deliveries / senders / elapsed,
+        "server CPU us/message": (cpu1 - cpu0) / stored * 1e6 if stored else float("nan"),
+        "server CPU cores": (cpu1 - cpu0) / elapsed,
+        "loadgen CPU cores": (_sum(c1, "cpu") - _sum(c0, "cpu")) / elapsed,
     }
