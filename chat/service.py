@@ -116,7 +116,7 @@ class History:
         prefix, suffix = template[:cut], template[cut:]
         overhead = len(prefix) + len(suffix)
         if max_size is None or overhead + len(self._body) <= max_size:
-            return [prefix + bytes(self._body) + suffix]
+            return [b"".join((prefix, self._body, suffix))]  # one copy of the body
         out: List[bytes] = []
         chunk: List[bytes] = []
         size = overhead
