@@ -92,7 +92,7 @@ def main(argv=None) -> None:
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--procs", type=int, default=3, help="load generator processes")
     parser.add_argument("--history", type=ints, default=None, help="history sizes (history)")
-    parser.add_argument("--logins", type=int, default=200)
+    parser.add_argument("--logins", type=int, default=1000, help="logins at 10k history (fewer for longer)")
     parser.add_argument("--servers", default="chat,asyncio", help="which servers to run")
     args = parser.parse_args(argv)
     global SERVERS
