@@ -245,8 +245,13 @@ class Session:
         self._drain()
 
     def _drain(self) -> None:
-        while self._inbox and not self._waiting and self.connected:
-            self.service.dispatch(self, self._inbox.pop(0))
+        inbox = self._inbox
+        while inbox and self.connected:
+            # While a message is being stored, a valid msg right behind it
+            # joins the same batch: it is still broadcast after it.
+            if self._waiting and not self.service.joins_batch(self, inbox[0]):
+                break
+            self.service.dispatch(self, inbox.pop(0))
 
     def send(self, response: str, content: Any) -> None:
         if self.connected:
@@ -393,15 +398,9 @@ class ChatService:
         """
         Store a message, then broadcast it to everyone logged in.
         """
-        if not isinstance(text, str):
-            session.error("msg needs a text: msg <message>")
-            return
-        if not text.strip():
-            session.error("Message is empty")
-            return
-        limit = self.limits.max_message_length
-        if len(text) > limit:
-            session.error(f"Message too long (at most {limit} characters)")
+        error = self._message_error(text)
+        if error is not None:
+            session.error(error)
             return
         assert session.username is not None
         message = Message(format_timestamp(self.clock.seconds()), session.username, text)
@@ -409,6 +408,32 @@ class ChatService:
         session.wait()
         if self._flush_call is None:
             self._flush_call = self.clock.callLater(0, self.flush)
+
+    def _message_error(self, text: Any) -> Optional[str]:
+        """
+        Why C{text} cannot be sent as a message, or None if it can.
+        """
+        if not isinstance(text, str):
+            return "msg needs a text: msg <message>"
+        if not text.strip():
+            return "Message is empty"
+        limit = self.limits.max_message_length
+        if len(text) > limit:
+            return f"Message too long (at most {limit} characters)"
+        return None
+
+    def joins_batch(self, session: Session, request: Union[Request, DecodeError]) -> bool:
+        """
+        Whether C{request}, queued behind a message of C{session} that is
+        being stored, can join the same batch: a valid C{msg} can, as it is
+        answered only by the broadcast, which comes after the first one's.
+        """
+        return (
+            isinstance(request, Request)
+            and request.word == "msg"
+            and session.username is not None
+            and self._message_error(request.content) is None
+        )
 
     def flush(self) -> None:
         """
@@ -436,7 +461,7 @@ class ChatService:
             # One delivery per recipient for the whole batch: the per-recipient
             # cost is paid once per reactor turn, not once per message.
             self._broadcast(b"".join(lines))
-        for session, _ in batch:
+        for session in dict.fromkeys(session for session, _ in batch):
             session.resume()
 
     def _broadcast(self, data: bytes) -> None:

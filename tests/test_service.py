@@ -398,6 +398,33 @@ class HistoryTests(ServiceTestsMixin, TestCase):
         self.clock.advance(0)
         self.assertEqual([r["response"] for r in a.take()], ["message", "info"])
 
+    def test_pipelined_messages_one_batch(self):
+        """
+        Valid messages queued behind one being stored join its batch and
+        are broadcast in order; an invalid one and what follows it wait, so
+        its error still comes after the broadcast of the messages before it.
+        """
+        calls = []
+
+        class RecordingStore(MemoryStore):
+            def append(store, messages):
+                calls.append([m.content for m in messages])
+                super().append(messages)
+
+        self.store = RecordingStore()
+        self.service = ChatService(self.store, self.clock)
+        alice, a = self.logged_in("alice")
+        for content in ["1", "2", "3", "", "4"]:
+            alice.receive(Request("msg", content))
+        self.clock.advance(0)
+        self.clock.advance(0)
+        self.assertEqual(calls, [["1", "2", "3"], ["4"]])
+        self.assertEqual(
+            [(r["response"], r["content"]) for r in a.take()],
+            [("message", "1"), ("message", "2"), ("message", "3"),
+             ("error", "Message is empty"), ("message", "4")],
+        )
+
     def test_store_failure(self):
         """
         When the store fails, the sender gets an error, nobody is shown the
