@@ -84,7 +84,7 @@ def main(argv=None) -> None:
     parser.add_argument("scenario", choices=["fanout", "idle", "history", "ingest", "legacy"])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--n", type=ints, default=None, help="recipients (fanout, legacy), comma separated")
-    parser.add_argument("--k", type=ints, default=None, help="idle clients, comma separated")
+    parser.add_argument("--k", type=ints, default=None, help="idle clients, comma separated; 0 = fill the fd limit")
     parser.add_argument("--senders", type=int, default=20)
     parser.add_argument("--window", type=int, default=200, help="messages in flight, in total (closed loop)")
     parser.add_argument("--rate", type=float, default=50000, help="deliveries/s (paced)")
@@ -110,8 +110,9 @@ def main(argv=None) -> None:
                     args.procs, legacy=legacy),
                     kinds=("chat",) if legacy else None)
     elif args.scenario == "idle":
-        for k in args.k or [1000, 10000, 19980]:
-            repeat(f"idle K={k}", args.runs, lambda kind: scenarios.idle(kind, k, args.procs))
+        for k in args.k or [1000, 10000, 0]:
+            title = f"idle K={k}" if k else "idle K=fill the server's fd limit"
+            repeat(title, args.runs, lambda kind: scenarios.idle(kind, k, args.procs))
     elif args.scenario == "history":
         for h in args.history or [10000, 100000]:
             repeat(f"login with history of {h} messages", args.runs,

@@ -101,12 +101,14 @@ def fanout(kind: str, n: int, senders: int, mode: str, window: int, rate: float,
 def idle(kind: str, k: int, procs: int, timeout: float = 120) -> Dict[str, float]:
     """
     K logged-in clients that then sit idle: memory per connection and
-    login rate.
+    login rate. K=0: as many as the server's file-descriptor limit allows.
     """
     with Server(kind) as server:
         time.sleep(0.5)
         rss0 = server.rss()
         cpu0 = server.cpu()
+        if k == 0:
+            k = server.fd_limit() - server.fds()
         workers = Workers(procs, "127.0.0.1", server.port)
         try:
             addrs = sources(32)
@@ -126,6 +128,7 @@ def idle(kind: str, k: int, procs: int, timeout: float = 120) -> Dict[str, float
         finally:
             workers.close()
     return {
+        "clients tried": k,
         "clients logged in": ok,
         "server fds": fds,
         "logins/s": ok / elapsed,

@@ -77,6 +77,16 @@ class Server:
     def fds(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
 
+    def fd_limit(self) -> int:
+        """
+        The server process's soft limit on open files.
+        """
+        with open(f"/proc/{self.pid}/limits") as f:
+            for line in f:
+                if line.startswith("Max open files"):
+                    return int(line.split()[3])
+        raise RuntimeError("no open-files limit")
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
