@@ -35,8 +35,10 @@ def machine() -> str:
     except OSError:
         pass
     load = os.getloadavg()[0]
-    return (f"{platform.node()}: {os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, "
-            f"{platform.system()} {platform.release()}, load {load:.2f}")
+    return (
+        f"{platform.node()}: {os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}, load {load:.2f}"
+    )
 
 
 def report(title: str, runs: Dict[str, List[Dict[str, float]]]) -> None:
@@ -70,8 +72,13 @@ def repeat(title: str, runs: int, one: Callable[[str], Dict[str, float]], kinds=
             t = time.monotonic()
             r = one(kind)
             results[kind].append(r)
-            print(f"  run {i + 1} {kind}: " + ", ".join(f"{k}={v:.4g}" for k, v in r.items())
-                  + f"  ({time.monotonic() - t:.0f}s)", file=sys.stderr, flush=True)
+            print(
+                f"  run {i + 1} {kind}: "
+                + ", ".join(f"{k}={v:.4g}" for k, v in r.items())
+                + f"  ({time.monotonic() - t:.0f}s)",
+                file=sys.stderr,
+                flush=True,
+            )
     report(title, results)
 
 
@@ -83,43 +90,87 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("scenario", choices=["fanout", "idle", "history", "ingest", "legacy"])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--n", type=ints, default=None, help="recipients (fanout, legacy), comma separated")
-    parser.add_argument("--k", type=ints, default=None, help="idle clients, comma separated; 0 = fill the fd limit")
-    parser.add_argument("--senders", type=int, default=20)
-    parser.add_argument("--window", type=int, default=200, help="messages in flight, in total (closed loop)")
-    parser.add_argument("--rate", type=float, default=50000, help="deliveries/s (paced)")
+    parser.add_argument(
+        "--n", type=ints, default=None, help="recipients (fanout, legacy), comma separated"
+    )
+    parser.add_argument(
+        "--k", type=ints, default=None, help="idle clients, comma separated; 0 = fill the fd limit"
+    )
+    parser.add_argument("--senders", type=int, default=None, help="default 20, ingest 50")
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=None,
+        help="messages in flight in total (closed loop); default 20, ingest 2000",
+    )
+    parser.add_argument(
+        "--rate", type=float, default=None, help="deliveries/s (paced); default 50000, legacy 5000"
+    )
     parser.add_argument("--mode", default="closed,paced")
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--procs", type=int, default=3, help="load generator processes")
     parser.add_argument("--history", type=ints, default=None, help="history sizes (history)")
-    parser.add_argument("--logins", type=int, default=1000, help="logins at 10k history (fewer for longer)")
+    parser.add_argument(
+        "--logins", type=int, default=1000, help="logins at 10k history (fewer for longer)"
+    )
     parser.add_argument("--servers", default="chat,asyncio", help="which servers to run")
     args = parser.parse_args(argv)
     global SERVERS
+    ingest = args.scenario == "ingest"
+    if args.senders is None:
+        args.senders = 50 if ingest else 20
+    if args.window is None:
+        args.window = 2000 if ingest else 20
     SERVERS = tuple(k for k in args.servers.split(",") if k in KINDS)
     print(machine())
     print("command: python -m bench " + " ".join(sys.argv[1:] if argv is None else argv))
     if args.scenario in ("fanout", "legacy"):
         legacy = args.scenario == "legacy"
+        if args.rate is None:
+            # A legacy client takes at most 1/PACING responses a second.
+            args.rate = 5000.0 if legacy else 50000.0
         for n in args.n or ([100, 1000, 10000] if not legacy else [100]):
             for mode in args.mode.split(","):
-                what = (f"{args.window} in flight" if mode == "closed" else f"{args.rate:g} deliveries/s")
+                what = (
+                    f"{args.window} in flight"
+                    if mode == "closed"
+                    else f"{args.rate:g} deliveries/s"
+                )
                 title = f"{args.scenario} N={n} S={args.senders} {mode} ({what})"
-                repeat(title, args.runs, lambda kind: scenarios.fanout(
-                    kind, n, args.senders, mode, args.window, args.rate, args.duration,
-                    args.procs, legacy=legacy),
-                    kinds=("chat",) if legacy else None)
+                repeat(
+                    title,
+                    args.runs,
+                    lambda kind, n=n, mode=mode: scenarios.fanout(
+                        kind,
+                        n,
+                        args.senders,
+                        mode,
+                        args.window,
+                        args.rate,
+                        args.duration,
+                        args.procs,
+                        legacy=legacy,
+                    ),
+                )
     elif args.scenario == "idle":
         for k in args.k or [1000, 10000, 0]:
             title = f"idle K={k}" if k else "idle K=fill the server's fd limit"
-            repeat(title, args.runs, lambda kind: scenarios.idle(kind, k, args.procs))
+            repeat(title, args.runs, lambda kind, k=k: scenarios.idle(kind, k, args.procs))
     elif args.scenario == "history":
         for h in args.history or [10000, 100000]:
-            repeat(f"login with history of {h} messages", args.runs,
-                   lambda kind: scenarios.history(kind, h, max(10, args.logins * 10000 // h)))
+            repeat(
+                f"login with history of {h} messages",
+                args.runs,
+                lambda kind, h=h: scenarios.history(kind, h, max(10, args.logins * 10000 // h)),
+            )
     elif args.scenario == "ingest":
-        repeat(f"durable ingest S={args.senders} ({args.window} in flight)", args.runs,
-               lambda kind: scenarios.ingest(kind, args.senders, args.window, args.duration, args.procs))
+        repeat(
+            f"durable ingest S={args.senders} ({args.window} in flight)",
+            args.runs,
+            lambda kind: scenarios.ingest(
+                kind, args.senders, args.window, args.duration, args.procs
+            ),
+        )
 
 
 if __name__ == "__main__":

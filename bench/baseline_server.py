@@ -58,7 +58,12 @@ class Chat:
             for ts, sender, content in self.db.execute(
                 "SELECT timestamp, sender, content FROM messages ORDER BY id"
             ):
-                line = {"timestamp": ts, "sender": sender, "response": "message", "content": content}
+                line = {
+                    "timestamp": ts,
+                    "sender": sender,
+                    "response": "message",
+                    "content": content,
+                }
                 self.history.append(_dumps(line))
 
     def broadcast(self, sender: str, text: str) -> None:

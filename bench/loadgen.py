@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import os
 import re
 import resource
 import socket
@@ -90,7 +89,7 @@ class Client(asyncio.Protocol):
                 at = buf.find(_HISTORY)
                 if at < 0:
                     self.worker.login_bytes += len(data)
-                    self.login_buffer = buf[-len(_HISTORY):]
+                    self.login_buffer = buf[-len(_HISTORY) :]
                     return
                 self.worker.login_bytes += len(data) - (len(buf) - at)
                 self.in_history = True
@@ -163,7 +162,9 @@ class Worker:
     def senders(self) -> List[Client]:
         return [c for c in self.clients if c.role == "send"]
 
-    async def connect(self, specs: Sequence[Tuple[str, str, str, bool]], concurrency: int, timeout: float):
+    async def connect(
+        self, specs: Sequence[Tuple[str, str, str, bool]], concurrency: int, timeout: float
+    ):
         """
         Connect and log in C{specs} (name, role, source address, legacy) in
         order, at most C{concurrency} at a time; with C{concurrency} 1 the
@@ -183,7 +184,9 @@ class Worker:
                     raise asyncio.TimeoutError
                 sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 sock.setblocking(False)
-                sock.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24), 1)
+                sock.setsockopt(
+                    socket.IPPROTO_IP, getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24), 1
+                )
                 sock.bind((source, 0))
                 await asyncio.wait_for(loop.sock_connect(sock, (self.host, self.port)), left)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -191,7 +194,9 @@ class Worker:
                     lambda: Client(self, name.encode(), role, legacy), sock=sock
                 )
                 self.clients.append(client)
-                if not await asyncio.wait_for(client.logged_in, max(0.001, deadline - time.monotonic())):
+                if not await asyncio.wait_for(
+                    client.logged_in, max(0.001, deadline - time.monotonic())
+                ):
                     raise ConnectionError("closed before login")
                 ok += 1
             except (OSError, asyncio.TimeoutError, ConnectionError):
@@ -243,7 +248,9 @@ class Worker:
 
     async def command(self, cmd: str, args: Dict[str, Any]) -> Any:
         if cmd == "connect":
-            return await self.connect(args["specs"], args.get("concurrency", 100), args.get("timeout", 60))
+            return await self.connect(
+                args["specs"], args.get("concurrency", 100), args.get("timeout", 60)
+            )
         if cmd == "record":
             self.latencies = []
             self.recording = args["on"]
@@ -336,7 +343,7 @@ class Workers:
         return results
 
     def close(self) -> None:
-        for i, p in enumerate(self.pipes):
+        for p in self.pipes:
             try:
                 p.send(("close", {}))
                 p.recv()

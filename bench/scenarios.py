@@ -52,8 +52,18 @@ def _login_fanout(workers: Workers, n: int, senders: int, probes: int, legacy: b
     return ok
 
 
-def fanout(kind: str, n: int, senders: int, mode: str, window: int, rate: float,
-           duration: float, procs: int, legacy: bool = False, probes: int = 10) -> Dict[str, float]:
+def fanout(
+    kind: str,
+    n: int,
+    senders: int,
+    mode: str,
+    window: int,
+    rate: float,
+    duration: float,
+    procs: int,
+    legacy: bool = False,
+    probes: int = 10,
+) -> Dict[str, float]:
     """
     One message to N recipients. C{mode} "closed": C{window} messages in
     flight in total; "paced": C{rate} deliveries per second in total.
@@ -114,10 +124,13 @@ def idle(kind: str, k: int, procs: int, timeout: float = 120) -> Dict[str, float
             addrs = sources(32)
             per = -(-k // procs)
             for w in range(procs):
-                specs = [(f"u{i}", "recv", addrs[i % len(addrs)], False)
-                         for i in range(w * per, min(k, (w + 1) * per))]
-                workers.pipes[w].send(("connect", {"specs": specs, "concurrency": 200, "timeout": timeout}))
-            t0 = time.monotonic()
+                specs = [
+                    (f"u{i}", "recv", addrs[i % len(addrs)], False)
+                    for i in range(w * per, min(k, (w + 1) * per))
+                ]
+                workers.pipes[w].send(
+                    ("connect", {"specs": specs, "concurrency": 200, "timeout": timeout})
+                )
             res = [p.recv() for p in workers.pipes]
             elapsed = max(r["seconds"] for r in res)
             ok = sum(r["ok"] for r in res)
@@ -146,8 +159,11 @@ def _fill(path: str, count: int) -> None:
     """
     db = sqlite3.connect(path)
     db.execute("PRAGMA journal_mode=WAL")
-    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "chat", "schema.sql")) as f:
+    with open(
+        os.path.join(
+            os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "chat", "schema.sql"
+        )
+    ) as f:
         db.executescript(f.read())
     text = "T0 " + "x" * 48
     db.executemany(
@@ -220,8 +236,10 @@ def ingest(kind: str, senders: int, window: int, duration: float, procs: int) ->
             addrs = sources(16)
             per = -(-senders // procs)
             for w in range(procs):
-                specs = [(f"s{i}", "send", addrs[i % len(addrs)], False)
-                         for i in range(w * per, min(senders, (w + 1) * per))]
+                specs = [
+                    (f"s{i}", "send", addrs[i % len(addrs)], False)
+                    for i in range(w * per, min(senders, (w + 1) * per))
+                ]
                 workers.call(w, "connect", specs=specs)
             workers.all("closed", window=max(1, window // senders))
             time.sleep(1.0)

@@ -32,9 +32,17 @@ class Server:
         env = dict(os.environ, PYTHONPATH=ROOT)
         if kind == "chat":
             twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
-            cmd = [twistd, "-n", "--pidfile=", "chat", "-p",
-                   "tcp:0:interface=127.0.0.1:backlog=1024",
-                   "-d", self.database or ":memory:", *extra]
+            cmd = [
+                twistd,
+                "-n",
+                "--pidfile=",
+                "chat",
+                "-p",
+                "tcp:0:interface=127.0.0.1:backlog=1024",
+                "-d",
+                self.database or ":memory:",
+                *extra,
+            ]
             pattern = re.compile(r"Listening on IPv4Address\(.*port=(\d+)\)")
         else:
             cmd = [sys.executable, "-m", "bench.baseline_server", "--port", "0", *extra]
@@ -42,7 +50,9 @@ class Server:
                 cmd += ["--database", self.database]
             pattern = re.compile(r"listening on (\d+)")
         self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=self.dir)
+        self.proc = subprocess.Popen(
+            cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=self.dir
+        )
         self.pid = self.proc.pid
         self.port = 0
         deadline = time.monotonic() + 30
