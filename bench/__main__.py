@@ -18,10 +18,10 @@ import sys
 import time
 from typing import Callable, Dict, List
 
-from bench import scenarios
+from bench import scenarios, servers
 
-KINDS = ("chat", "asyncio")
-SERVERS = KINDS
+KINDS = ("chat", "asyncio", "ircd")
+SERVERS = KINDS[:2]
 
 
 def machine() -> str:
@@ -42,14 +42,14 @@ def machine() -> str:
 
 
 def report(title: str, runs: Dict[str, List[Dict[str, float]]]) -> None:
-    first = next(k for k in KINDS if runs[k])
-    print(f"\n== {title}  ({len(runs[first])} runs each; median [min..max]; ratio = chat/asyncio)")
-    keys = list(runs[first][0])
+    kinds = [k for k in KINDS if runs[k]]
+    print(f"\n== {title}  ({len(runs[kinds[0]])} runs each; median [min..max])")
+    keys = list(runs[kinds[0]][0])
     width = max([len(k) for k in keys] + [10])
     for key in keys:
         cells = []
         medians = {}
-        for kind in KINDS:
+        for kind in kinds:
             values = [r[key] for r in runs[kind] if key in r and not math.isnan(r[key])]
             if not values:
                 cells.append(f"{kind} -")
@@ -57,15 +57,24 @@ def report(title: str, runs: Dict[str, List[Dict[str, float]]]) -> None:
             med = statistics.median(values)
             medians[kind] = med
             cells.append(f"{kind} {med:10.3f} [{min(values):.3f}..{max(values):.3f}]")
-        ratio = ""
-        if len(medians) == 2 and medians["asyncio"]:
-            ratio = f"ratio {medians['chat'] / medians['asyncio']:.2f}"
-        print(f"  {key.ljust(width)}  {cells[0]:<38} {cells[1]:<38} {ratio}")
+        ratios = [
+            f"chat/{other} {medians['chat'] / medians[other]:.2f}"
+            for other in kinds[1:]
+            if "chat" in medians and medians.get(other)
+        ]
+        print(
+            f"  {key.ljust(width)}  "
+            + " ".join(f"{c:<38}" for c in cells)
+            + " "
+            + ", ".join(ratios)
+        )
     sys.stdout.flush()
 
 
-def repeat(title: str, runs: int, one: Callable[[str], Dict[str, float]], kinds=None) -> None:
-    kinds = kinds or SERVERS
+def repeat(title: str, runs: int, one: Callable[[str], Dict[str, float]], irc=False) -> None:
+    # ngIRCd has no history and no storage; and IRC sends every JOIN to the
+    # whole channel, so filling one with 10,000 members is 50M messages.
+    kinds = [k for k in SERVERS if k != "ircd" or irc]
     results: Dict[str, List[Dict[str, float]]] = {k: [] for k in KINDS}
     for i in range(runs):
         for kind in kinds:
@@ -113,7 +122,11 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--logins", type=int, default=1000, help="logins at 10k history (fewer for longer)"
     )
-    parser.add_argument("--servers", default="chat,asyncio", help="which servers to run")
+    parser.add_argument(
+        "--servers",
+        default=None,
+        help="servers to run, of chat,asyncio,ircd (default: all; ircd if ngircd is installed)",
+    )
     args = parser.parse_args(argv)
     global SERVERS
     ingest = args.scenario == "ingest"
@@ -121,7 +134,8 @@ def main(argv=None) -> None:
         args.senders = 50 if ingest else 20
     if args.window is None:
         args.window = 2000 if ingest else 20
-    SERVERS = tuple(k for k in args.servers.split(",") if k in KINDS)
+    default = "chat,asyncio,ircd" if servers.ngircd() else "chat,asyncio"
+    SERVERS = tuple(k for k in (args.servers or default).split(",") if k in KINDS)
     print(machine())
     print("command: python -m bench " + " ".join(sys.argv[1:] if argv is None else argv))
     if args.scenario in ("fanout", "legacy"):
@@ -151,11 +165,14 @@ def main(argv=None) -> None:
                         args.procs,
                         legacy=legacy,
                     ),
+                    irc=not legacy and n <= 1000,
                 )
     elif args.scenario == "idle":
         for k in args.k or [1000, 10000, 0]:
             title = f"idle K={k}" if k else "idle K=fill the server's fd limit"
-            repeat(title, args.runs, lambda kind, k=k: scenarios.idle(kind, k, args.procs))
+            repeat(
+                title, args.runs, lambda kind, k=k: scenarios.idle(kind, k, args.procs), irc=True
+            )
     elif args.scenario == "history":
         for h in args.history or [10000, 100000]:
             repeat(

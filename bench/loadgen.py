@@ -38,8 +38,21 @@ LOGIN = b'{"request":"login","content":"%s"}'
 MESSAGE = b'{"request":"msg","content":"T%d %s"}'
 #: Filler so that a message is about as long as a typical chat line.
 FILLER = b"x" * 48
-_STAMP = re.compile(rb'"content":"T(\d+) ')
-_HISTORY = b'"response":"history"'
+_STAMP = re.compile(rb'(?:"content":"| :)T(\d+) ')
+
+# The same load in IRC, to measure a C IRC server (ngIRCd) the same way:
+# recipients are the members of one channel; the sender gets no echo.
+IRC_LOGIN = b"NICK %s\r\nUSER %s 0 * :bench\r\n"
+IRC_JOIN = b"JOIN #bench\r\n"
+IRC_MESSAGE = b"PRIVMSG #bench :T%d %s\r\n"
+
+#: What ends a login, by dialect: the history response; the end of the
+#: channel's names list; the end of the welcome (MOTD or its absence).
+LOGIN_DONE = {
+    "ktn": re.compile(rb'"response":"history"'),
+    "irc": re.compile(rb" 366 "),
+    "irc-nojoin": re.compile(rb" (?:376|422) "),
+}
 
 
 def cpu_seconds() -> float:
@@ -58,6 +71,8 @@ class Client(asyncio.Protocol):
         self.role = role
         self.legacy = legacy
         self.end = b"" if legacy else b"\n"
+        self.irc = worker.dialect != "ktn"
+        self.done_marker = LOGIN_DONE[worker.dialect]
         self.transport: Optional[asyncio.Transport] = None
         self.logged_in = asyncio.get_running_loop().create_future()
         self.login_buffer = b""
@@ -66,14 +81,18 @@ class Client(asyncio.Protocol):
         self.multi = 0  # reads that brought more than one response (legacy)
         self.reads = 0
         self.tail = b""
-        self.own = b'"sender":"' + name + b'","'
+        self.own = b":" + name + b"!" if self.irc else b'"sender":"' + name + b'","'
         self.returned = 0
         self.sent = 0
         self.paced_due = 0
 
     def connection_made(self, transport) -> None:
         self.transport = transport
-        transport.write(LOGIN % self.name + self.end)
+        if self.worker.dialect == "ktn":
+            transport.write(LOGIN % self.name + self.end)
+        else:
+            join = IRC_JOIN if self.worker.dialect == "irc" else b""
+            transport.write(IRC_LOGIN % (self.name, self.name) + join)
 
     def connection_lost(self, exc) -> None:
         self.worker.lost += 1
@@ -86,11 +105,12 @@ class Client(asyncio.Protocol):
             # without keeping what may be megabytes of history.
             if not self.in_history:
                 buf = self.login_buffer + data
-                at = buf.find(_HISTORY)
-                if at < 0:
+                match = self.done_marker.search(buf)
+                if match is None:
                     self.worker.login_bytes += len(data)
-                    self.login_buffer = buf[-len(_HISTORY) :]
+                    self.login_buffer = buf[-32:]
                     return
+                at = match.start()
                 self.worker.login_bytes += len(data) - (len(buf) - at)
                 self.in_history = True
                 self.login_buffer = b""
@@ -122,6 +142,15 @@ class Client(asyncio.Protocol):
             if self.worker.recording:
                 now = time.monotonic_ns()
                 self.worker.latencies.extend(now - int(t) for t in _STAMP.findall(whole))
+            if self is self.worker.mirror:
+                # IRC does not echo a message to its sender: this probe
+                # tells each sender of the worker when its messages arrive.
+                for sender in self.worker.irc_senders:
+                    k = whole.count(sender.own)
+                    if k:
+                        sender.returned += k
+                        if self.worker.mode == "closed":
+                            sender.send(k)
         else:
             k = whole.count(self.own)
             if k:
@@ -133,7 +162,9 @@ class Client(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             return
         now = time.monotonic_ns()
-        if self.legacy:
+        if self.irc:
+            self.transport.write(IRC_MESSAGE % (now, FILLER) * k)
+        elif self.legacy:
             for _ in range(k):
                 self.transport.write(MESSAGE % (now, FILLER))
         else:
@@ -146,7 +177,10 @@ class Worker:
     The asyncio side of one worker process.
     """
 
-    def __init__(self, conn, host: str, port: int) -> None:
+    def __init__(self, conn, host: str, port: int, dialect: str = "ktn") -> None:
+        self.dialect = dialect
+        self.mirror: Optional[Client] = None
+        self.irc_senders: List[Client] = []
         self.conn = conn
         self.host = host
         self.port = port
@@ -194,6 +228,8 @@ class Worker:
                     lambda: Client(self, name.encode(), role, legacy), sock=sock
                 )
                 self.clients.append(client)
+                if role == "probe" and self.mirror is None:
+                    self.mirror = client
                 if not await asyncio.wait_for(
                     client.logged_in, max(0.001, deadline - time.monotonic())
                 ):
@@ -259,6 +295,7 @@ class Worker:
             return self.counts()
         if cmd == "closed":
             self.mode = "closed"
+            self.irc_senders = self.senders() if self.dialect != "ktn" else []
             for c in self.senders():
                 c.send(args["window"])
             return None
@@ -281,10 +318,10 @@ class Worker:
         raise ValueError(cmd)
 
 
-def _worker_main(conn, host: str, port: int) -> None:
+def _worker_main(conn, host: str, port: int, dialect: str) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        worker = Worker(conn, host, port)
+        worker = Worker(conn, host, port, dialect)
         busy = asyncio.Lock()
 
         async def handle(cmd, args):
@@ -315,13 +352,13 @@ class Workers:
     The controller's handle on a set of worker processes for one server.
     """
 
-    def __init__(self, count: int, host: str, port: int) -> None:
+    def __init__(self, count: int, host: str, port: int, dialect: str = "ktn") -> None:
         ctx = multiprocessing.get_context("fork")
         self.pipes = []
         self.procs = []
         for _ in range(count):
             parent, child = ctx.Pipe()
-            p = ctx.Process(target=_worker_main, args=(child, host, port), daemon=True)
+            p = ctx.Process(target=_worker_main, args=(child, host, port, dialect), daemon=True)
             p.start()
             self.pipes.append(parent)
             self.procs.append(p)

@@ -69,7 +69,7 @@ def fanout(
     flight in total; "paced": C{rate} deliveries per second in total.
     """
     with Server(kind) as server:
-        workers = Workers(procs, "127.0.0.1", server.port)
+        workers = Workers(procs, "127.0.0.1", server.port, "irc" if kind == "ircd" else "ktn")
         try:
             logged = _login_fanout(workers, n, senders, probes, legacy)
             if logged < n:
@@ -119,7 +119,10 @@ def idle(kind: str, k: int, procs: int, timeout: float = 120) -> Dict[str, float
         cpu0 = server.cpu()
         if k == 0:
             k = server.fd_limit() - server.fds()
-        workers = Workers(procs, "127.0.0.1", server.port)
+        # IRC clients register but join no channel: a channel of K members
+        # costs K*K/2 JOIN notices.
+        dialect = "irc-nojoin" if kind == "ircd" else "ktn"
+        workers = Workers(procs, "127.0.0.1", server.port, dialect)
         try:
             addrs = sources(32)
             per = -(-k // procs)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -19,9 +20,48 @@ CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
+NGIRCD_CONF = """\
+[Global]
+Name = bench.example
+Info = chat benchmark
+Listen = 127.0.0.1
+Ports = {port}
+MotdPhrase = bench
+[Limits]
+MaxConnections = 0
+MaxConnectionsIP = 0
+MaxJoins = 0
+MaxNickLength = 30
+MaxPenaltyTime = 0
+PingTimeout = 3600
+PongTimeout = 3600
+[Options]
+DNS = no
+Ident = no
+PAM = no
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ngircd() -> Optional[str]:
+    """
+    The ngIRCd binary, if installed (Debian: apt-get install ngircd).
+    """
+    return shutil.which("ngircd") or (
+        "/usr/sbin/ngircd" if os.path.exists("/usr/sbin/ngircd") else None
+    )
+
+
 class Server:
     """
-    A server process: C{kind} is C{"chat"} (ours) or C{"asyncio"} (baseline).
+    A server process: C{kind} is C{"chat"} (ours), C{"asyncio"} (baseline)
+    or C{"ircd"} (ngIRCd, a C IRC server: penalties off, no DNS or ident
+    lookups, no per-address connection limit).
     """
 
     def __init__(self, kind: str, database: Optional[str] = "file", extra=()) -> None:
@@ -44,6 +84,13 @@ class Server:
                 *extra,
             ]
             pattern = re.compile(r"Listening on IPv4Address\(.*port=(\d+)\)")
+        elif kind == "ircd":
+            port = _free_port()
+            conf = os.path.join(self.dir, "ngircd.conf")
+            with open(conf, "w") as f:
+                f.write(NGIRCD_CONF.format(port=port))
+            cmd = [ngircd() or "ngircd", "-n", "-f", conf]
+            pattern = None
         else:
             cmd = [sys.executable, "-m", "bench.baseline_server", "--port", "0", *extra]
             if self.database:
@@ -57,11 +104,19 @@ class Server:
         self.port = 0
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            with open(self.log_path, "rb") as f:
-                m = pattern.search(f.read().decode("utf-8", "replace"))
-            if m:
-                self.port = int(m.group(1))
-                break
+            if pattern is None:
+                try:
+                    socket.create_connection(("127.0.0.1", port), 1).close()
+                    self.port = port
+                    break
+                except OSError:
+                    pass
+            else:
+                with open(self.log_path, "rb") as f:
+                    m = pattern.search(f.read().decode("utf-8", "replace"))
+                if m:
+                    self.port = int(m.group(1))
+                    break
             if self.proc.poll() is not None:
                 break
             time.sleep(0.05)
