@@ -26,7 +26,18 @@ def _sum(results: List[Dict], key: str) -> float:
     return sum(r[key] for r in results)
 
 
-def _login_fanout(workers: Workers, n: int, senders: int, probes: int, legacy: bool) -> int:
+def _concurrency(kind: str) -> int:
+    """
+    Connections each generator process opens at once: ngIRCd listens with a
+    backlog of 10, and a connection the backlog drops waits seconds for the
+    retransmitted SYN.
+    """
+    return 3 if kind == "ircd" else 200
+
+
+def _login_fanout(
+    workers: Workers, n: int, senders: int, probes: int, legacy: bool, concurrency: int
+) -> int:
     """
     Log in C{senders} and C{probes} on worker 0 and the other receivers
     spread over the remaining workers, probes evenly interleaved in the
@@ -46,7 +57,7 @@ def _login_fanout(workers: Workers, n: int, senders: int, probes: int, legacy: b
             names = range(done + j * per, min(done + (j + 1) * per, done + count))
             if names:
                 specs = [spec(f"r{i}", "recv", i) for i in names]
-                ok += workers.call(w, "connect", specs=specs, concurrency=200)["ok"]
+                ok += workers.call(w, "connect", specs=specs, concurrency=concurrency)["ok"]
         done += count
         ok += workers.call(0, "connect", specs=[spec(f"p{p}", "probe", p)])["ok"]
     return ok
@@ -71,7 +82,7 @@ def fanout(
     with Server(kind) as server:
         workers = Workers(procs, "127.0.0.1", server.port, "irc" if kind == "ircd" else "ktn")
         try:
-            logged = _login_fanout(workers, n, senders, probes, legacy)
+            logged = _login_fanout(workers, n, senders, probes, legacy, _concurrency(kind))
             if logged < n:
                 raise RuntimeError(f"only {logged} of {n} clients logged in")
             if mode == "closed":
@@ -132,7 +143,10 @@ def idle(kind: str, k: int, procs: int, timeout: float = 120) -> Dict[str, float
                     for i in range(w * per, min(k, (w + 1) * per))
                 ]
                 workers.pipes[w].send(
-                    ("connect", {"specs": specs, "concurrency": 200, "timeout": timeout})
+                    (
+                        "connect",
+                        {"specs": specs, "concurrency": _concurrency(kind), "timeout": timeout},
+                    )
                 )
             res = [p.recv() for p in workers.pipes]
             elapsed = max(r["seconds"] for r in res)
