@@ -421,8 +421,13 @@ class HistoryTests(ServiceTestsMixin, TestCase):
         self.assertEqual(calls, [["1", "2", "3"], ["4"]])
         self.assertEqual(
             [(r["response"], r["content"]) for r in a.take()],
-            [("message", "1"), ("message", "2"), ("message", "3"),
-             ("error", "Message is empty"), ("message", "4")],
+            [
+                ("message", "1"),
+                ("message", "2"),
+                ("message", "3"),
+                ("error", "Message is empty"),
+                ("message", "4"),
+            ],
         )
 
     def test_store_failure(self):
