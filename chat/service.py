@@ -138,9 +138,11 @@ class TokenBucket:
 
     def delay(self) -> float:
         """
-        Seconds until the next token.
+        Seconds until the next token (at least a millisecond: clock times
+        near 1.7e9 have a resolution of about 2e-7 seconds, and a shorter
+        wait could see no time pass at all).
         """
-        return max(0.0, (1 - self.tokens) / self.rate)
+        return max(0.001, (1 - self.tokens) / self.rate)
 
 
 class History:
