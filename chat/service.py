@@ -433,8 +433,10 @@ class ChatService:
         @return: a Deferred that fires when every connection has closed, or
             after C{timeout} seconds, whichever is first.
         """
-        self.flush()
+        # Stop handling requests first, so the sessions the flush resumes
+        # start nothing new that would be stored but never shown.
         self._stopping = True
+        self.flush()
         for session in list(self._sessions):
             if session.username is not None:
                 session.info(reason)
