@@ -17,7 +17,6 @@ Every loop is bounded in count and time, and only 127.0.0.1 is used.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import selectors
@@ -41,13 +40,24 @@ class Server:
         env = dict(os.environ)
         env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
         command = [
-            sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-            "--nodaemon", "--pidfile=", "chat", "--port=tcp:0:interface=127.0.0.1",
-            "--database=:memory:", "--max-connections-per-address=0", *args,
+            sys.executable,
+            "-c",
+            "from twisted.scripts.twistd import run; run()",
+            "--nodaemon",
+            "--pidfile=",
+            "chat",
+            "--port=tcp:0:interface=127.0.0.1",
+            "--database=:memory:",
+            "--max-connections-per-address=0",
+            *args,
         ]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                command, cwd=directory, env=env, stdout=log, stderr=subprocess.STDOUT,
+                command,
+                cwd=directory,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
         deadline = time.monotonic() + 20
@@ -162,7 +172,9 @@ def login(loop: Loop, port: int, name: str, rcvbuf: Optional[int] = None, read=T
     client.send("login", name)
     if read:
         loop.add(client)
-        loop.run(lambda: any(r.get("response") == "history" for r in got if isinstance(r, dict)), 10)
+        loop.run(
+            lambda: any(r.get("response") == "history" for r in got if isinstance(r, dict)), 10
+        )
     else:
         client.flush()
         time.sleep(0.002)
@@ -180,8 +192,9 @@ def memory_run(directory: str, stalled: int, messages: int, queue: Optional[int]
         base = server.memory()["VmRSS"]
         sender = login(loop, server.port, "sender")
         reader = login(loop, server.port, "reader")
-        sinks = [login(loop, server.port, f"stalled{i}", rcvbuf=4096, read=False)
-                 for i in range(stalled)]
+        sinks = [
+            login(loop, server.port, f"stalled{i}", rcvbuf=4096, read=False) for i in range(stalled)
+        ]
         time.sleep(0.5)
         after_login = server.memory()["VmRSS"]
         seen = [0]
@@ -222,8 +235,13 @@ def memory_run(directory: str, stalled: int, messages: int, queue: Optional[int]
         server.stop()
 
 
-def latency_run(directory: str, flood: Optional[str], company: int, probes: int,
-                flood_rate: Optional[str] = None) -> dict:
+def latency_run(
+    directory: str,
+    flood: Optional[str],
+    company: int,
+    probes: int,
+    flood_rate: Optional[str] = None,
+) -> dict:
     args = [f"--flood-rate={flood_rate}"] if flood_rate is not None else []
     server = Server(directory, *args)
     try:
@@ -248,7 +266,11 @@ def latency_run(directory: str, flood: Optional[str], company: int, probes: int,
         echoed: List[str] = []
 
         def on_probe(r):
-            if isinstance(r, dict) and r.get("response") == "message" and r.get("sender") == "probe":
+            if (
+                isinstance(r, dict)
+                and r.get("response") == "message"
+                and r.get("sender") == "probe"
+            ):
                 echoed.append(r["content"])
 
         probe.on_response = on_probe
@@ -298,43 +320,66 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="chat-hostile-") as directory:
         out(f"# bench/hostile.py  {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
         out("# command: python bench/hostile.py " + " ".join(sys.argv[1:]))
-        out(f"# python {sys.version.split()[0]}, {os.cpu_count()} CPUs, server and clients on one host")
+        out(
+            f"# python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
+            "server and clients on one host"
+        )
         out()
         out(f"## Memory: {args.stalled} stalled readers (never read, 4 KiB receive buffer),")
-        out(f"## {args.messages} messages of 1000 characters broadcast to them "
-            f"(~{args.messages * 1.08 / 1024:.1f} MiB each)")
+        out(
+            f"## {args.messages} messages of 1000 characters broadcast to them "
+            f"(~{args.messages * 1.08 / 1024:.1f} MiB each)"
+        )
         final = {}
         configs = [
             ("control: no stalled readers (growth is the in-memory history)", 0, None),
             ("stalled readers, --max-send-queue=262144 (default)", args.stalled, None),
-            ("stalled readers, limit out of reach (--max-send-queue=1000000000)",
-             args.stalled, 10**9),
+            (
+                "stalled readers, limit out of reach (--max-send-queue=1000000000)",
+                args.stalled,
+                10**9,
+            ),
         ]
         for label, stalled, queue in configs:
             r = memory_run(directory, stalled, args.messages, queue)
             final[label] = r["rss_checkpoints_kib"][args.messages]
             out(f"{label}:")
-            out(f"  RSS at start {r['rss_start_kib'] / 1024:.1f} MiB, "
+            out(
+                f"  RSS at start {r['rss_start_kib'] / 1024:.1f} MiB, "
                 f"after logins {r['rss_logged_in_kib'] / 1024:.1f} MiB, "
-                f"peak {r['rss_hwm_kib'] / 1024:.1f} MiB")
-            out("  RSS after " + ", ".join(
-                f"{n} messages {kib / 1024:.1f} MiB" for n, kib in r["rss_checkpoints_kib"].items()))
-            out(f"  stalled readers dropped: {r['dropped']}/{r['sinks']}; "
+                f"peak {r['rss_hwm_kib'] / 1024:.1f} MiB"
+            )
+            out(
+                "  RSS after "
+                + ", ".join(
+                    f"{n} messages {kib / 1024:.1f} MiB"
+                    for n, kib in r["rss_checkpoints_kib"].items()
+                )
+            )
+            out(
+                f"  stalled readers dropped: {r['dropped']}/{r['sinks']}; "
                 f"reading client got {r['delivered_to_reader']}/{args.messages} "
-                f"in {r['seconds']} s")
+                f"in {r['seconds']} s"
+            )
         control = final[configs[0][0]]
-        out(f"held for the {args.stalled} stalled readers at the end (RSS above the control): "
+        out(
+            f"held for the {args.stalled} stalled readers at the end (RSS above the control): "
             f"default limit {(final[configs[1][0]] - control) / 1024:.1f} MiB, "
             f"no limit {(final[configs[2][0]] - control) / 1024:.1f} MiB (and growing with "
-            "every message)")
+            "every message)"
+        )
         bound = args.stalled * (262144 + 65536) / 2**20
-        out(f"(bound from the limits while they are connected: {args.stalled} x (256 KiB queue "
+        out(
+            f"(bound from the limits while they are connected: {args.stalled} x (256 KiB queue "
             f"+ 64 KiB Twisted buffer) = {bound:.0f} MiB, at most; broadcast bytes are shared "
             "between recipients, so less in practice; kernel socket buffers come on top and "
-            "are not RSS)")
+            "are not RSS)"
+        )
         out()
-        out(f"## Latency: round trip of a probe's message (send -> own echo), "
-            f"{args.company} idle clients, {args.probes} probes")
+        out(
+            f"## Latency: round trip of a probe's message (send -> own echo), "
+            f"{args.company} idle clients, {args.probes} probes"
+        )
         runs = [
             ("baseline, no flood", None, None),
             ("one client flooding msg, flood control on (default 10/s, burst 20)", "msg", None),
@@ -344,10 +389,16 @@ def main() -> None:
         for label, flood, rate in runs:
             r = latency_run(directory, flood, args.company, args.probes, rate)
             out(f"{label}:")
-            out(f"  p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, max {r['max_ms']} ms "
+            out(
+                f"  p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, max {r['max_ms']} ms "
                 f"({r['probes']} probes, {r['probe_timeouts']} timeouts)"
-                + (f"; flooder queued {r['flood_requests_queued_by_client']} requests, "
-                   f"disconnected: {r['flooder_disconnected']}" if flood else ""))
+                + (
+                    f"; flooder queued {r['flood_requests_queued_by_client']} requests, "
+                    f"disconnected: {r['flooder_disconnected']}"
+                    if flood
+                    else ""
+                )
+            )
 
 
 if __name__ == "__main__":

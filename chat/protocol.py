@@ -41,7 +41,13 @@ from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
 from chat.service import SERVER_NAME, ChatService, IChatClient, IFlowControlledClient, Session
-from chat.wire import MAX_VALUE_SIZE, StreamDecoder, encode_response, format_timestamp, parse_request
+from chat.wire import (
+    MAX_VALUE_SIZE,
+    StreamDecoder,
+    encode_response,
+    format_timestamp,
+    parse_request,
+)
 
 #: Seconds between two responses to a legacy client.
 PACING = 0.010

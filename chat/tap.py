@@ -292,7 +292,8 @@ def makeService(options: Options, reactor=None) -> service.MultiService:
     server = ChatServerService(open_store, reactor, options["history-format"], limits)
     server.setServiceParent(top)
     listener = LoggingServerService(
-        endpoints.serverFromString(reactor, options["port"]), _ServiceFactory(server, reactor, connection_limits)
+        endpoints.serverFromString(reactor, options["port"]),
+        _ServiceFactory(server, reactor, connection_limits),
     )
     # As strports.service does: a port that cannot be had fails twistd at
     # start-up instead of being only logged.

@@ -22,7 +22,7 @@ from chat.service import (
 )
 from chat.store import MemoryStore, StoreError
 from chat.tap import Options, makeService
-from chat.wire import encode_request
+from chat.wire import Request, encode_request
 
 START = 1700000000.0
 
@@ -442,7 +442,7 @@ class ShutdownTests(LimitsTestsMixin, TestCase):
         """
         alice = self.logged_in("alice")
         self.service.shutdown()
-        self.service.dispatch(alice.protocol.session, __import__("chat.wire").wire.Request("msg", "x"))
+        self.service.dispatch(alice.protocol.session, Request("msg", "x"))
         self.clock.advance(0)
         self.assertEqual(self.store.messages, [])
 

@@ -20,15 +20,14 @@ from chat.service import ChatService, IChatClient, Limits
 from chat.store import MemoryStore
 from chat.wire import DecodeError, Request, StreamDecoder, encode_json, parse_request
 
-SETTINGS = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.text(max_size=20)
 json_values = st.recursive(
     json_scalars | st.floats(allow_nan=False, allow_infinity=False),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
 json_objects = st.dictionaries(st.text(max_size=8), json_values, max_size=5)
@@ -258,9 +257,9 @@ class RequestProperties(TestCase):
         Over a real protocol, the same requests chunked at random get the
         same responses as the requests fed one by one.
         """
-        data = "".join(
-            encode_json({"request": w, "content": c}) + sep for w, c in sequence
-        ).encode("utf-8")
+        data = "".join(encode_json({"request": w, "content": c}) + sep for w, c in sequence).encode(
+            "utf-8"
+        )
         one_by_one = self._serve([data])
         random_chunks = self._serve(chunked(data, cuts))
         self.assertEqual(random_chunks, one_by_one)

@@ -212,8 +212,11 @@ class InProcessTestsMixin:
             if time.monotonic() > deadline:
                 self.fail(
                     f"timed out waiting until {what}: "
-                    + "; ".join(f"{len(s.responses)} responses, last {s.responses[-1:]}"
-                                f" closed={s.closed} out={len(s.outgoing)}" for s in self.socks)
+                    + "; ".join(
+                        f"{len(s.responses)} responses, last {s.responses[-1:]}"
+                        f" closed={s.closed} out={len(s.outgoing)}"
+                        for s in self.socks
+                    )
                 )
             yield deferLater(reactor, 0.005, lambda: None)
 
@@ -239,8 +242,9 @@ class SlowConsumerTests(InProcessTestsMixin, TestCase):
         every message, in order.
         """
         limit = 64 * 1024
-        self.serve(connection_limits=ConnectionLimits(login_timeout=0, max_send_queue=limit),
-                   sndbuf=8192)
+        self.serve(
+            connection_limits=ConnectionLimits(login_timeout=0, max_send_queue=limit), sndbuf=8192
+        )
         alice = yield self.login("alice")
         bob = yield self.login("bob")
         stalled = yield self.login("stalled", rcvbuf=4096, small=True)
@@ -320,8 +324,11 @@ class ConnectionLimitTests(InProcessTestsMixin, TestCase):
         closed, while other addresses still connect up to the total limit;
         a closed connection frees its place.
         """
-        self.serve(connection_limits=ConnectionLimits(
-            login_timeout=0, max_connections=5, max_connections_per_address=3))
+        self.serve(
+            connection_limits=ConnectionLimits(
+                login_timeout=0, max_connections=5, max_connections_per_address=3
+            )
+        )
         first = [self.connect() for _ in range(3)]
         over = self.connect()
         yield self.wait_for(lambda: over.closed, "the fourth from one address is closed")
@@ -432,13 +439,20 @@ class KeepaliveTests(InProcessTestsMixin, TestCase):
         Accepted sockets have TCP keepalive on with the configured short
         intervals (where the platform has the options).
         """
-        self.serve(connection_limits=ConnectionLimits(
-            login_timeout=0, keepalive_idle=7, keepalive_interval=2, keepalive_count=4))
+        self.serve(
+            connection_limits=ConnectionLimits(
+                login_timeout=0, keepalive_idle=7, keepalive_interval=2, keepalive_count=4
+            )
+        )
         yield self.login("alice")
         sock = self.factory.built[0].transport.getHandle()
         self.assertEqual(sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE), 1)
-        expected = {"TCP_KEEPIDLE": 7, "TCP_KEEPINTVL": 2, "TCP_KEEPCNT": 4,
-                    "TCP_USER_TIMEOUT": 15000}
+        expected = {
+            "TCP_KEEPIDLE": 7,
+            "TCP_KEEPINTVL": 2,
+            "TCP_KEEPCNT": 4,
+            "TCP_USER_TIMEOUT": 15000,
+        }
         checked = 0
         for name, value in expected.items():
             option = getattr(socket, name, None)
@@ -466,14 +480,25 @@ class Server:
     def __init__(self, directory: str, database: str, *args: str) -> None:
         self.log_path = os.path.join(directory, f"twistd-{time.monotonic_ns()}.log")
         command = [
-            sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-            "--nodaemon", "--pidfile=", "chat", "--port=tcp:0:interface=127.0.0.1",
-            "--database", database, *args,
+            sys.executable,
+            "-c",
+            "from twisted.scripts.twistd import run; run()",
+            "--nodaemon",
+            "--pidfile=",
+            "chat",
+            "--port=tcp:0:interface=127.0.0.1",
+            "--database",
+            database,
+            *args,
         ]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                command, cwd=directory, env=child_env(), stdout=log,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                command,
+                cwd=directory,
+                env=child_env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
             )
         deadline = time.monotonic() + PATIENCE
         while time.monotonic() < deadline:
