@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import textwrap
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -498,7 +499,7 @@ class ChatClientProtocol(Protocol):
         self._queue.append((word, encode_request(word, content)))
         if self._next_send is None:
             now = self.clock.seconds()
-            if self._last_send is None or now - self._last_send >= REQUEST_GAP:
+            if self._last_send is None or now - self._last_send >= REQUEST_GAP - 1e-6:
                 self._send_next()
             else:
                 self._next_send = self.clock.callLater(
@@ -660,7 +661,7 @@ def _port(value: str) -> int:
 
 
 class Options(usage.Options):
-    synopsis = "[options]"
+    synopsis = "Usage: python -m chat.client [options]"
     longdesc = """\
 A terminal client for the TTM4100 KTN JSON chat protocol.
 
@@ -710,6 +711,16 @@ closed by the server unexpectedly, 2 for a usage error."""
             float,
         ],
     ]
+
+    def getUsage(self, width: Optional[int] = None) -> str:
+        # usage.Options joins the description into one paragraph; keep ours.
+        longdesc, self.longdesc = self.longdesc, ""
+        try:
+            text = super().getUsage(width).rstrip()
+        finally:
+            self.longdesc = longdesc
+        paragraphs = [textwrap.fill(" ".join(p.split()), width or 79) for p in longdesc.split("\n\n")]
+        return text + "\n\n" + "\n\n".join(paragraphs) + "\n"
 
     def postOptions(self) -> None:
         if self["connect"] and (self["host"] is not None or self["port"] is not None):
