@@ -386,7 +386,8 @@ class ChatConsole(insults.TerminalProtocol):
             if modifier is None or keyID in (self.terminal.LEFT_ARROW, self.terminal.RIGHT_ARROW):
                 handler()
             return
-        if modifier is not None or not isinstance(keyID, bytes):
+        if modifier is not None or not isinstance(keyID, bytes) or len(keyID) != 1:
+            # Alt chords and named keys (b"[F1]") that have no handler.
             return
         if keyID < b" " or keyID == b"\x7f":
             return
