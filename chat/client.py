@@ -25,6 +25,7 @@ L{chat.terminal}.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import textwrap
@@ -640,7 +641,7 @@ def describe_error(exc: BaseException) -> str:
     """
     if isinstance(exc, ierror.ConnectionRefusedError):
         return "connection refused (is the server running?)"
-    if isinstance(exc, ierror.DNSLookupError):
+    if isinstance(exc, (ierror.DNSLookupError, ierror.UnknownHostError)):
         return "host not found"
     if isinstance(exc, (ierror.TimeoutError, ierror.TCPTimedOutError)):
         return "timed out"
@@ -648,6 +649,15 @@ def describe_error(exc: BaseException) -> str:
         return "no route to host"
     if isinstance(exc, ierror.ConnectionLost):
         return "the connection broke"
+    if type(exc).__module__.startswith("OpenSSL") and exc.args and isinstance(exc.args[0], list):
+        reasons = [str(e[-1]) for e in exc.args[0] if isinstance(e, tuple) and e and e[-1]]
+        return "TLS error: " + (", ".join(reasons) or "handshake failed")
+    if isinstance(exc, ierror.ConnectError):
+        detail = exc.args[0] if exc.args else ""
+        if isinstance(detail, str) and detail.strip():
+            return detail.strip().rstrip(".").lower()
+        if isinstance(exc.osError, int):
+            return os.strerror(exc.osError).lower()
     text = str(exc).strip().rstrip(".")
     text = re.sub(r"\s+", " ", text)
     return text or type(exc).__name__
@@ -750,14 +760,19 @@ def make_endpoint(reactor: Any, options: Options) -> Any:
     from twisted.internet import endpoints
 
     if options["connect"]:
+        kind = options["connect"].split(":", 1)[0].strip().lower()
+        if kind in ("tls", "ssl"):
+            try:
+                import OpenSSL  # noqa: F401
+                import service_identity  # noqa: F401
+            except ImportError:
+                raise usage.UsageError(
+                    "--connect: TLS needs pyOpenSSL and service_identity: "
+                    "pip install 'twisted[tls]' (or this project's [tls] extra)"
+                )
         try:
             return endpoints.clientFromString(reactor, options["connect"])
-        except ImportError as e:
-            raise usage.UsageError(
-                f"--connect: {options['connect']!r} needs a package that is not "
-                f"installed ({e.name or e}); for TLS: pip install 'twisted[tls]'"
-            )
-        except (ValueError, KeyError, TypeError, NotImplementedError) as e:
+        except (ValueError, KeyError, TypeError, NotImplementedError, ImportError) as e:
             raise usage.UsageError(f"--connect: not a client endpoint description ({e})")
     return endpoints.HostnameEndpoint(reactor, options["host"], options["port"])
 

@@ -549,3 +549,5 @@ class OptionsTests(TestCase):
         """
         self.assertIn("connection refused", describe_error(ierror.ConnectionRefusedError()))
         self.assertEqual(describe_error(ierror.DNSLookupError("x")), "host not found")
+        self.assertEqual(describe_error(ierror.ConnectError(2, "No such file or directory.")), "no such file or directory")
+        self.assertEqual(describe_error(ierror.ConnectError(111)), "connection refused")

@@ -69,9 +69,9 @@ class _ServerProcess(protocol.ProcessProtocol):
 
     def outReceived(self, data: bytes) -> None:
         self.output += data
-        match = re.search(rb"Listening on IPv4Address\([^)]*port=(\d+)\)", self.output)
+        match = re.search(rb"Listening on (?:IPv4Address\([^)]*port=(\d+)\)|UNIXAddress)", self.output)
         if match and not self.port.called:
-            self.port.callback(int(match.group(1)))
+            self.port.callback(int(match.group(1) or 0))
 
     errReceived = outReceived
 
@@ -81,9 +81,12 @@ class _ServerProcess(protocol.ProcessProtocol):
             self.port.errback(AssertionError(f"server did not start: {self.output!r}"))
 
 
-async def start_server(test: TestCase, *options: str) -> Tuple[int, _ServerProcess]:
+async def start_server(
+    test: TestCase, *options: str, listen: str = "tcp:0:interface=127.0.0.1"
+) -> Tuple[int, _ServerProcess]:
     """
-    Run C{twistd -n chat} on an ephemeral loopback port; killed at cleanup.
+    Run C{twistd -n chat} on an ephemeral loopback port (or C{listen});
+    killed at cleanup.
     """
     server = _ServerProcess()
     workdir = test.mktemp()
@@ -96,7 +99,7 @@ async def start_server(test: TestCase, *options: str) -> Tuple[int, _ServerProce
         "--pidfile=",
         "chat",
         "-p",
-        "tcp:0:interface=127.0.0.1",
+        listen,
         "-d",
         ":memory:",
         *options,
@@ -252,6 +255,16 @@ class RealServerTests(TestCase):
         )
         self.assertEqual(client.code, 0, client.err)
         self.assertTrue(client.lines[-1].endswith("<bot> no newline at the end"), client.lines)
+
+    async def test_unix_endpoint(self) -> None:
+        """
+        --connect takes any client endpoint description: here a Unix socket.
+        """
+        path = os.path.abspath(self.mktemp())
+        await start_server(self, listen=f"unix:{path}")
+        client = await run_client(self, ["--connect", f"unix:path={path}"], SCRIPT)
+        self.assertEqual(client.code, 0, client.err)
+        self.assertTrue(client.lines[2].endswith("<bot> hi"), client.lines)
 
     async def test_connection_refused(self) -> None:
         """
