@@ -807,6 +807,8 @@ async def main(reactor: Any, *argv: str) -> None:
     except Exception as e:
         error_line(f"cannot connect to {options.target()}: {describe_error(e)}")
         raise SystemExit(1)
+    # Stopped by a signal (SIGTERM): close as if the user quit.
+    reactor.addSystemEventTrigger("before", "shutdown", client.close)
     try:
         front.start(client)
         ending = await client.ended

@@ -339,7 +339,8 @@ class ChatConsole(insults.TerminalProtocol):
         Print lines above the input line, then redraw it.
         """
         if lines:
-            self._write("\r\x1b[K" + "".join(line + "\r\n" for line in lines))
+            # ServerProtocol.write turns each "\n" into "\r\n".
+            self._write("\r\x1b[K" + "".join(line + "\n" for line in lines))
             self.draw()
 
     def draw(self) -> None:

@@ -655,6 +655,19 @@ class InteractiveTests(TestCase):
         self.assertEqual(b"".join(factory.received), b'{"request":"help","content":null}\n')
         self.assert_restored(slave)
 
+    async def test_sigterm(self) -> None:
+        """
+        Killed with SIGTERM, the client still restores the terminal.
+        """
+        port, factory = await start_field_server(self, newline=True)
+        client, screen, slave = self.start(port)
+        await wait_for(lambda: "Connected to" in screen.text(), "the greeting")
+        os.write(screen.fd, b"msg partial")
+        await wait_for(lambda: screen.rows()[-1] == "> msg partial", "the partial line")
+        client.transport.signalProcess("TERM")
+        await client.ended
+        self.assert_restored(slave)
+
     async def test_server_gone(self) -> None:
         """
         The server closing the connection: the terminal is restored and one
