@@ -40,7 +40,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python import usage
 from twisted.python.failure import Failure
-from zope.interface import Interface, implementer
+from zope.interface import Interface
 
 from chat.wire import DecodeError, StreamDecoder, encode_request
 
@@ -60,7 +60,10 @@ REQUEST_GAP = 0.05
 STANDARD_REQUESTS = ("login", "logout", "msg", "names", "help")
 
 _USERNAME = re.compile(r"[A-Za-z0-9]+")
-_NAMES_ANSWER = re.compile(r"\s*[A-Za-z0-9]+(?:\s*[,;]?\s*[A-Za-z0-9]+)*\s*[.]?\s*")
+# Names separated by commas, semicolons or spaces. Each separator is
+# required, so that no run of letters can be split two ways (which would
+# make a long reply take exponential time to match).
+_NAMES_ANSWER = re.compile(r"\s*[A-Za-z0-9]+(?:(?:\s*[,;]\s*|\s+)[A-Za-z0-9]+)*\s*[.]?\s*")
 
 
 # Input

@@ -25,7 +25,6 @@ import codecs
 import fcntl
 import os
 import signal
-import sys
 import termios
 import unicodedata
 from typing import Any, Callable, Dict, List, Optional
@@ -264,6 +263,7 @@ class ChatConsole(insults.TerminalProtocol):
     """
 
     prompt = "> "
+    terminal: Any = None
 
     def __init__(self, renderer: Renderer, width: Callable[[], int]) -> None:
         self.renderer = renderer
@@ -331,7 +331,7 @@ class ChatConsole(insults.TerminalProtocol):
     # Output
 
     def _write(self, text: str) -> None:
-        if not self._closed:
+        if not self._closed and self.terminal is not None:
             self.terminal.write(text.encode("utf-8", "replace"))
 
     def show(self, lines: List[str]) -> None:

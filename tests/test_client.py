@@ -20,7 +20,6 @@ from zope.interface import implementer
 from chat.client import (
     REQUEST_GAP,
     ChatClientProtocol,
-    Entry,
     IChatView,
     Options,
     Renderer,
@@ -325,6 +324,10 @@ class InterpretTests(TestCase):
         self.assertEqual(names_from("alice, bob"), ["alice", "bob"])
         self.assertEqual(names_from(["alice", "bob", "no way"]), ["alice", "bob"])
         self.assertEqual(names_from("Error: something went wrong!"), [])
+        self.assertEqual(names_from("alice bob;carol"), ["alice", "bob", "carol"])
+        # A long reply that is not names is refused quickly (no
+        # catastrophic backtracking).
+        self.assertEqual(names_from("a" * 5000 + "!"), [])
 
 
 @implementer(IChatView)
