@@ -177,7 +177,9 @@ def interpret(value: Any) -> List[Entry]:
     shown, never dropped.
     """
     if isinstance(value, DecodeError):
-        return [Entry("malformed", content=value.reason)]
+        # The decoder's reasons are worded for the server's side.
+        reason = value.reason.replace("Request", "Response").replace("request", "response")
+        return [Entry("malformed", content=reason)]
     if not isinstance(value, dict):
         return [Entry("odd", content=value)]
     word = response_word(value)

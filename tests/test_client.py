@@ -281,6 +281,7 @@ class InterpretTests(TestCase):
         self.assertIn("[whisper] <bob> psst", self.render(response("whisper", "psst", "bob"))[0])
         self.assertIn("unexpected data from the server: [1, 2]", self.render([1, 2])[0])
         self.assertIn("not JSON (Malformed JSON)", self.render(DecodeError("Malformed JSON"))[0])
+        self.assertIn("(Invalid UTF-8 in response)", self.render(DecodeError("Invalid UTF-8 in request"))[0])
         self.assertIn('{"foo": 1}', self.render({"foo": 1})[0])
         self.assertIn("<?> text only", self.render({"content": "text only"})[0])
 
