@@ -474,6 +474,8 @@ class ChatClientProtocol(Protocol):
         self.login_sent = False
         self.logout_sent = False
         self.ended: Deferred[Ending] = Deferred()
+        # Requests waiting for their turn (REQUEST_GAP); login_sent and
+        # logout_sent count those too.
         self._queue: Deque[Tuple[str, bytes]] = deque()
         self._next_send: Optional[IDelayedCall] = None
         self._last_send: Optional[float] = None
@@ -502,6 +504,12 @@ class ChatClientProtocol(Protocol):
         """
         if self._closing or self._quit_linger is not None:
             return
+        if word == "login":
+            self.login_sent = True
+        elif word == "logout":
+            self.logout_sent = True
+        elif word == "names":
+            self._names_pending += 1
         self._queue.append((word, encode_request(word, content)))
         if self._next_send is None:
             now = self.clock.seconds()
@@ -516,26 +524,13 @@ class ChatClientProtocol(Protocol):
         self._next_send = None
         if not self._queue or not self._connected:
             return
-        word, data = self._queue.popleft()
-        if word == "login":
-            self.login_sent = True
-        elif word == "logout":
-            self.logout_sent = True
-        elif word == "names":
-            self._names_pending += 1
+        _, data = self._queue.popleft()
         self.transport.write(data)
         self._last_send = self.clock.seconds()
         if self._queue:
             self._next_send = self.clock.callLater(REQUEST_GAP, self._send_next)
         elif self._quit_linger is not None:
             self._start_closer()
-
-    @property
-    def sending(self) -> bool:
-        """
-        Whether requests are still waiting to be sent.
-        """
-        return bool(self._queue)
 
     def quit(self, linger: float = 0.0, logout: bool = False) -> None:
         """

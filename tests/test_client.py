@@ -484,17 +484,21 @@ class ProtocolTests(TestCase):
 
     def test_quit_logs_out(self) -> None:
         """
-        quit(logout=True) after a login sends logout first; without a login
-        it sends nothing.
+        quit(logout=True) after a login (even one still waiting to go out)
+        sends logout first, then closes; without a login it sends nothing.
         """
         self.proto.quit(0, logout=True)
         self.assertEqual(self.sent(), [])
         proto = ChatClientProtocol(RecordingView(), Clock())
         transport = StringTransport()
         proto.makeConnection(transport)
+        proto.send_line("help")
         proto.send_line("login a")
         proto.quit(0, logout=True)
+        self.assertFalse(transport.disconnecting)
         proto.clock.advance(REQUEST_GAP)
+        proto.clock.advance(REQUEST_GAP)
+        self.assertEqual(len(transport.value().splitlines()), 3)
         self.assertEqual(transport.value().splitlines()[-1], b'{"request":"logout","content":null}')
         self.assertTrue(transport.disconnecting)
 
