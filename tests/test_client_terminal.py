@@ -12,8 +12,17 @@ from twisted.conch.insults import helper, insults
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 
-from chat.client import Renderer, parse_input
-from chat.terminal import ChatConsole, char_width, json_formatter, plain_formatter
+from chat import terminal
+from chat.client import Options, Renderer, parse_input
+from chat.terminal import (
+    ChatConsole,
+    InteractiveFrontEnd,
+    PlainFrontEnd,
+    char_width,
+    json_formatter,
+    make_front_end,
+    plain_formatter,
+)
 
 
 class FakeClient:
@@ -262,3 +271,39 @@ class FormatterTests(TestCase):
         """
         value = {"timestamp": 1, "sender": "s", "response": "info", "content": None}
         self.assertEqual(json_formatter(value), ['{"timestamp":1,"sender":"s","response":"info","content":null}'])
+
+
+class FrontEndChoiceTests(TestCase):
+    """
+    Which mode and whether colours, from the streams and the environment.
+    """
+
+    def choose(self, tty: bool, env: dict, *args: str) -> Any:
+        options = Options()
+        options.parseOptions(list(args))
+        self.patch(terminal.os, "isatty", lambda fd: tty)
+        self.patch(terminal.os, "environ", env)
+        return make_front_end(None, options)
+
+    def test_terminal(self) -> None:
+        """
+        On a terminal: interactive, in colour unless NO_COLOR or --no-color.
+        """
+        front = self.choose(True, {"TERM": "xterm"})
+        self.assertIsInstance(front, InteractiveFrontEnd)
+        self.assertTrue(front.renderer.colour)
+        self.assertFalse(self.choose(True, {"TERM": "xterm", "NO_COLOR": "1"}).renderer.colour)
+        self.assertFalse(self.choose(True, {"TERM": "xterm"}, "--no-color").renderer.colour)
+
+    def test_not_a_terminal(self) -> None:
+        """
+        Not a terminal, a dumb terminal, --plain or --json: plain mode, and
+        no colours when output is not a terminal.
+        """
+        front = self.choose(False, {"TERM": "xterm"})
+        self.assertIsInstance(front, PlainFrontEnd)
+        [line] = front.formatter({"response": "error", "content": "x"})
+        self.assertNotIn("\x1b", line)
+        self.assertIsInstance(self.choose(True, {"TERM": "dumb"}), PlainFrontEnd)
+        self.assertIsInstance(self.choose(True, {"TERM": "xterm"}, "--plain"), PlainFrontEnd)
+        self.assertIs(self.choose(True, {}, "--json").formatter, json_formatter)
