@@ -14,10 +14,12 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import struct
 import sys
+import tempfile
 import termios
 from io import StringIO
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -39,6 +41,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: How long any one wait may take before the test fails (a bound, not a
 #: timing assertion: on a sane machine every wait ends far sooner).
 PATIENCE = 20.0
+
+
+def temp_dir(test: TestCase) -> str:
+    """
+    A fresh directory outside the checkout, removed at cleanup.
+    """
+    path = tempfile.mkdtemp(prefix="chat-client-test-")
+    test.addCleanup(shutil.rmtree, path, True)
+    return path
 
 
 def child_env(**extra: str) -> Dict[str, str]:
@@ -89,8 +100,7 @@ async def start_server(
     killed at cleanup.
     """
     server = _ServerProcess()
-    workdir = test.mktemp()
-    os.makedirs(workdir)
+    workdir = temp_dir(test)
     args = [
         sys.executable,
         "-c",
@@ -260,7 +270,7 @@ class RealServerTests(TestCase):
         """
         --connect takes any client endpoint description: here a Unix socket.
         """
-        path = os.path.abspath(self.mktemp())
+        path = os.path.join(temp_dir(self), "chat.sock")
         await start_server(self, listen=f"unix:{path}")
         client = await run_client(self, ["--connect", f"unix:path={path}"], SCRIPT)
         self.assertEqual(client.code, 0, client.err)
