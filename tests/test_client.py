@@ -6,9 +6,12 @@ and the client protocol over a L{StringTransport} with a fake clock.
 from __future__ import annotations
 
 import json
+import re
 from datetime import date
 from typing import Any, List
 
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet import error as ierror
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -119,6 +122,21 @@ class NeutraliseTests(TestCase):
         self.assertEqual(neutralise("\udc80"), "<U+DC80>")
         self.assertEqual(neutralise("hei på deg, 你好 😀"), "hei på deg, 你好 😀")
 
+    @given(st.text())
+    def test_any_text(self, text: str) -> None:
+        """
+        For any text at all, the result has no control character, DEL,
+        C1 control, bidi control, line separator or lone surrogate, and
+        can be written as UTF-8.
+        """
+        out = neutralise(text)
+        for char in out:
+            code = ord(char)
+            self.assertFalse(code < 0x20 or 0x7F <= code <= 0x9F, repr(out))
+            self.assertNotIn(char, "\u061c\u200e\u200f\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+            self.assertFalse(0xD800 <= code <= 0xDFFF)
+        out.encode("utf-8")
+
     def test_rendered_lines_are_safe(self) -> None:
         """
         Every field of every kind of response is neutralised when rendered,
@@ -152,6 +170,27 @@ class InterpretTests(TestCase):
     """
     Every response variant of PROTOCOL.md section 5 is understood.
     """
+
+    @given(
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+            lambda children: st.lists(children, max_size=4)
+            | st.dictionaries(st.sampled_from(["timestamp", "sender", "response", "content", "x"]) | st.text(max_size=3), children, max_size=5),
+            max_leaves=12,
+        )
+    )
+    def test_anything_renders(self, value: Any) -> None:
+        """
+        Whatever JSON a server sends, as a response or inside a history,
+        renders to safe lines without an exception.
+        """
+        for candidate in (value, response("history", value), response("history", json.dumps(value)), response("message", value, value, value)):
+            for colour in (False, True):
+                renderer = Renderer(colour=colour, multiline=colour)
+                for entry in interpret(candidate):
+                    for line in renderer.lines(entry):
+                        bare = re.sub("\x1b\\[[0-9;]*m", "", line)
+                        self.assertEqual(neutralise(bare), bare)
 
     def render(self, value: Any) -> List[str]:
         renderer = Renderer(today=lambda: date(2026, 11, 24))
