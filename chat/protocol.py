@@ -409,7 +409,7 @@ class ChatServerFactory(Factory):
 
     def __init__(
         self,
-        service: ChatService,
+        service: Optional[ChatService],
         clock: IReactorTime,
         limits: Optional[ConnectionLimits] = None,
     ) -> None:

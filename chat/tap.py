@@ -180,7 +180,7 @@ class Options(usage.Options):
         try:
             endpoints.serverFromString(reactor, self["port"])
         except (ValueError, KeyError, TypeError) as e:
-            raise usage.UsageError(f"--port: not an endpoint description ({e})")
+            raise usage.UsageError(f"--port: not an endpoint description ({e})") from e
         if self["history-format"] not in ("string", "object"):
             raise usage.UsageError("--history-format must be 'string' or 'object'")
 
@@ -193,8 +193,16 @@ class ChatServerService(service.Service):
 
     log = Logger()
 
-    def __init__(self, open_store, clock: IReactorTime, history_format: str, limits: Limits):
+    def __init__(
+        self,
+        open_store,
+        factory: ChatServerFactory,
+        clock: IReactorTime,
+        history_format: str,
+        limits: Limits,
+    ):
         self._open_store = open_store
+        self._factory = factory
         self._clock = clock
         self._history_format = history_format
         self._limits = limits
@@ -204,6 +212,7 @@ class ChatServerService(service.Service):
         store: IMessageStore = self._open_store()
         self.chat = ChatService(store, self._clock, self._history_format, self._limits)
         self.chat.load()
+        self._factory.service = self.chat
         service.Service.startService(self)
 
     def stopService(self):
@@ -243,26 +252,6 @@ class LoggingServerService(StreamServerEndpointService):
         return port
 
 
-class _ServiceFactory(ChatServerFactory):
-    """
-    A factory whose chat core is made when the server service starts.
-    """
-
-    def __init__(
-        self, server: ChatServerService, clock: IReactorTime, limits: ConnectionLimits
-    ) -> None:
-        self._server = server
-        self.clock = clock
-        self.limits = limits
-        self.connections = 0
-        self.by_address = {}
-
-    @property
-    def service(self) -> ChatService:  # type: ignore[override]
-        assert self._server.chat is not None
-        return self._server.chat
-
-
 def makeService(options: Options, reactor=None) -> service.MultiService:
     if reactor is None:
         from twisted.internet import reactor  # type: ignore[no-redef]
@@ -289,12 +278,12 @@ def makeService(options: Options, reactor=None) -> service.MultiService:
         keepalive_count=options["keepalive-count"],
     )
     top = service.MultiService()
-    server = ChatServerService(open_store, reactor, options["history-format"], limits)
+    # The factory gets its chat core when the server service starts, which
+    # happens before the reactor accepts the first connection.
+    factory = ChatServerFactory(None, reactor, connection_limits)
+    server = ChatServerService(open_store, factory, reactor, options["history-format"], limits)
     server.setServiceParent(top)
-    listener = LoggingServerService(
-        endpoints.serverFromString(reactor, options["port"]),
-        _ServiceFactory(server, reactor, connection_limits),
-    )
+    listener = LoggingServerService(endpoints.serverFromString(reactor, options["port"]), factory)
     # As strports.service does: a port that cannot be had fails twistd at
     # start-up instead of being only logged.
     listener._raiseSynchronously = True

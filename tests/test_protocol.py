@@ -1,0 +1,266 @@
+"""
+Tests for L{chat.protocol} over a L{StringTransport}: framing of what is
+written, legacy pacing on a fake clock, and the protocol's side of the rules.
+"""
+
+import json
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import TestCase
+
+from chat.protocol import LEGACY_MAX_RESPONSE, PACING, ChatServerFactory
+from chat.service import ChatService
+from chat.store import MemoryStore
+
+
+class WriteRecordingTransport(StringTransport):
+    """
+    A StringTransport that also keeps each write separately, to check what
+    goes out in one write.
+    """
+
+    def __init__(self):
+        super().__init__(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
+        self.writes = []
+
+    def write(self, data):
+        self.writes.append(data)
+        super().write(data)
+
+
+def request(word, content=None, newline=False):
+    data = json.dumps({"request": word, "content": content}).encode()
+    return data + b"\n" if newline else data
+
+
+class ProtocolTestsMixin:
+    def setUp(self):
+        self.clock = Clock()
+        self.store = MemoryStore()
+        self.service = ChatService(self.store, self.clock)
+        self.factory = ChatServerFactory(self.service, self.clock)
+
+    def connect(self):
+        protocol = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        transport = WriteRecordingTransport()
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def run_clock(self, seconds=1.0):
+        """
+        Let every paced write and batched flush happen.
+        """
+        for _ in range(int(seconds / PACING) + 2):
+            self.clock.advance(PACING)
+
+    @staticmethod
+    def responses(transport):
+        data = transport.value()
+        return [json.loads(line) for line in data.splitlines()]
+
+
+class FramingTests(ProtocolTestsMixin, TestCase):
+    def test_newline_client_full_speed(self):
+        """
+        A client that ends requests with a newline gets info and history at
+        once, each a compact object followed by one newline.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(request("login", "alice", newline=True))
+        data = transport.value()
+        self.assertEqual(data.count(b"\n"), 2)
+        self.assertTrue(data.endswith(b"}\n"))
+        self.assertNotIn(b"\r", data)
+        info, history = self.responses(transport)
+        self.assertEqual((info["response"], history["response"]), ("info", "history"))
+
+    def test_legacy_never_two_in_one_write(self):
+        """
+        A client sending bare JSON gets one response per write, the second
+        only after the pacing interval.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(request("login", "alice"))
+        self.assertEqual(len(transport.writes), 1)
+        self.assertEqual(json.loads(transport.writes[0])["response"], "info")
+        self.clock.advance(PACING / 2)
+        self.assertEqual(len(transport.writes), 1)
+        self.clock.advance(PACING / 2)
+        self.assertEqual(len(transport.writes), 2)
+        self.assertEqual(json.loads(transport.writes[1])["response"], "history")
+        for data in transport.writes:
+            self.assertEqual(data.count(b"\n"), 1)
+
+    def test_legacy_broadcast_paced(self):
+        """
+        Messages broadcast to a legacy client arrive one per write.
+        """
+        legacy, lt = self.connect()
+        legacy.dataReceived(request("login", "old"))
+        modern, mt = self.connect()
+        modern.dataReceived(request("login", "new", newline=True))
+        for i in range(5):
+            modern.dataReceived(request("msg", str(i), newline=True))
+        self.run_clock()
+        contents = [json.loads(w)["content"] for w in lt.writes[2:]]
+        self.assertEqual(contents, ["0", "1", "2", "3", "4"])
+
+    def test_every_chunking(self):
+        """
+        A session's bytes give the same responses whatever the chunking.
+        """
+        stream = (
+            request("help")
+            + request("login", "alice", newline=True)
+            + b'{"request": "msg",\r\n "content": "hi \\u00e6"}\r\n'
+            + b"{broken}"
+            + request("NAMES", "")
+        )
+        expected = None
+        for size in range(1, len(stream) + 1):
+            self.setUp()
+            protocol, transport = self.connect()
+            for i in range(0, len(stream), size):
+                protocol.dataReceived(stream[i : i + size])
+                self.clock.advance(0)
+            self.run_clock()
+            got = [(r["response"], r["content"]) for r in self.responses(transport)]
+            if expected is None:
+                expected = got
+                self.assertEqual(
+                    [r for r, _ in got], ["info", "info", "history", "message", "error", "info"]
+                )
+                self.assertEqual(got[3][1], "hi \xe6")
+                self.assertEqual(got[5][1], "alice")
+            self.assertEqual(got, expected, f"chunk size {size}")
+
+    def test_legacy_history_split(self):
+        """
+        A legacy client gets a long history in several history responses,
+        each written alone and under 4096 bytes, every message in order.
+        """
+        writer, _ = self.connect()
+        writer.dataReceived(request("login", "alice", newline=True))
+        for i in range(300):
+            writer.dataReceived(request("msg", f"{i} " + "y" * 40, newline=True))
+            self.clock.advance(0)
+        protocol, transport = self.connect()
+        protocol.dataReceived(request("login", "bob"))
+        self.run_clock(10)
+        self.assertGreater(len(transport.writes), 3)
+        items = []
+        for data in transport.writes[1:]:
+            self.assertLessEqual(len(data), LEGACY_MAX_RESPONSE)
+            response = json.loads(data)
+            self.assertEqual(response["response"], "history")
+            items += [json.loads(i)["content"] for i in response["content"]]
+        self.assertEqual(items, [f"{i} " + "y" * 40 for i in range(300)])
+
+    def test_newline_history_whole(self):
+        """
+        A streaming client gets the history in one response.
+        """
+        writer, _ = self.connect()
+        writer.dataReceived(request("login", "alice", newline=True))
+        for i in range(300):
+            writer.dataReceived(request("msg", f"{i} " + "y" * 40, newline=True))
+            self.clock.advance(0)
+        protocol, transport = self.connect()
+        protocol.dataReceived(request("login", "bob", newline=True))
+        info, history = self.responses(transport)
+        self.assertEqual(len(history["content"]), 300)
+
+    def test_nothing_before_request(self):
+        """
+        The server says nothing until the client does.
+        """
+        _, transport = self.connect()
+        self.run_clock()
+        self.assertEqual(transport.value(), b"")
+
+
+class ConnectionTests(ProtocolTestsMixin, TestCase):
+    def test_logout_closes_after_reply(self):
+        """
+        logout writes info and then closes, for both kinds of client; a
+        legacy client's close waits for its paced responses.
+        """
+        for newline in (True, False):
+            protocol, transport = self.connect()
+            protocol.dataReceived(request("login", f"u{int(newline)}", newline))
+            protocol.dataReceived(request("logout", None, newline))
+            if not newline:
+                self.assertFalse(transport.disconnecting)
+            self.run_clock()
+            self.assertTrue(transport.disconnecting)
+            self.assertEqual(self.responses(transport)[-1]["content"], "Logged out")
+
+    def test_requests_after_logout_ignored(self):
+        """
+        Requests in the same segment after logout are not acted on.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(
+            request("login", "alice", True) + request("logout", None, True) + request("msg", "x")
+        )
+        self.run_clock()
+        self.assertEqual(self.store.messages, [])
+
+    def test_oversize_request(self):
+        """
+        A request over the size limit gets an error and the connection is
+        closed.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(b'{"request":"msg","content":"' + b"x" * (70 * 1024))
+        self.run_clock()
+        [reply] = self.responses(transport)
+        self.assertEqual(reply["response"], "error")
+        self.assertIn("too large", reply["content"])
+        self.assertTrue(transport.disconnecting)
+
+    def test_bad_input_keeps_connection(self):
+        """
+        Malformed JSON, non-objects, a missing request and an unknown
+        request each get an error and the connection stays open.
+        """
+        protocol, transport = self.connect()
+        for data in (b"{nope}", b"[1,2]", b'"str"', b'{"content":1}', b'{"request":7}',
+                     request("fly"), b"\xff\xfe{}"):
+            protocol.dataReceived(data + b"\n")
+        self.run_clock()
+        replies = self.responses(transport)
+        self.assertEqual([r["response"] for r in replies], ["error"] * 8)
+        self.assertFalse(transport.disconnecting)
+        protocol.dataReceived(request("login", "alice", True))
+        self.assertEqual(self.responses(transport)[-2]["response"], "info")
+
+    def test_connection_lost_frees_name(self):
+        """
+        Dropping the connection without logout frees the name and later
+        broadcasts skip it.
+        """
+        alice, at = self.connect()
+        alice.dataReceived(request("login", "alice", True))
+        bob, bt = self.connect()
+        bob.dataReceived(request("login", "bob", True))
+        alice.connectionLost(None)
+        self.assertEqual(self.service.usernames(), ["bob"])
+        before = at.value()
+        bob.dataReceived(request("msg", "anyone?", True))
+        self.clock.advance(0)
+        self.assertEqual(at.value(), before)
+        self.assertEqual(self.responses(bt)[-1]["content"], "anyone?")
+
+    def test_lost_while_paced(self):
+        """
+        A legacy client lost with paced responses pending leaves no timer
+        behind.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(request("login", "alice"))
+        self.assertTrue(self.clock.getDelayedCalls())
+        protocol.connectionLost(None)
+        self.assertEqual(self.clock.getDelayedCalls(), [])

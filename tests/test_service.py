@@ -1,0 +1,487 @@
+"""
+Tests for the chat core, L{chat.service}, with fake clients and a fixed
+clock: every rule of PROTOCOL.md sections 2 to 5 that the core owns.
+"""
+
+import json
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import TestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from chat.service import COMMANDS, ChatService, History, IChatClient, Limits, help_text
+from chat.store import MemoryStore, Message, StoreError
+from chat.wire import DecodeError, Request, encode_response
+
+
+@implementer(IChatClient)
+class FakeClient:
+    """
+    A client that records what the core delivers to it.
+    """
+
+    def __init__(self, max_response_size=None):
+        self.max_response_size = max_response_size
+        self.raw = []
+        self.disconnected = False
+
+    def deliver(self, data):
+        self.raw.append(data)
+
+    def disconnect(self):
+        self.disconnected = True
+
+    @property
+    def received(self):
+        return [json.loads(d) for d in self.raw]
+
+    def take(self):
+        """
+        The responses received since the last call.
+        """
+        out = self.received
+        self.raw = []
+        return out
+
+
+class BrokenClient(FakeClient):
+    def deliver(self, data):
+        raise OSError("connection reset")
+
+
+class FailingStore(MemoryStore):
+    def append(self, messages):
+        raise StoreError("disk I/O error")
+
+
+class ServiceTestsMixin:
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.advance(1700000000)
+        self.store = MemoryStore()
+        self.service = ChatService(self.store, self.clock)
+
+    def connect(self, **kwargs):
+        client = FakeClient(**kwargs)
+        return self.service.connect(client), client
+
+    def send(self, session, word, content=None):
+        session.receive(Request(word, content))
+        # Let the batched store flush and the broadcast happen.
+        self.clock.advance(0)
+
+    def logged_in(self, name, **kwargs):
+        session, client = self.connect(**kwargs)
+        self.send(session, "login", name)
+        client.take()
+        return session, client
+
+
+class RulesTests(ServiceTestsMixin, TestCase):
+    def test_fake_client_provides_interface(self):
+        """
+        The fake used here is a faithful IChatClient.
+        """
+        verifyObject(IChatClient, FakeClient())
+
+    def test_nothing_before_first_request(self):
+        """
+        Connecting sends nothing.
+        """
+        _, client = self.connect()
+        self.assertEqual(client.raw, [])
+
+    def test_before_login_only_login_and_help(self):
+        """
+        Before login, msg, names and logout get an error; help gets info.
+        """
+        session, client = self.connect()
+        for word in ("msg", "names", "logout"):
+            self.send(session, word, "x")
+            [reply] = client.take()
+            self.assertEqual(reply["response"], "error", word)
+            self.assertIn("Not logged in", reply["content"])
+        self.send(session, "help")
+        [reply] = client.take()
+        self.assertEqual(reply["response"], "info")
+        self.assertFalse(client.disconnected)
+
+    def test_response_shape(self):
+        """
+        Every response has exactly the four keys, a string timestamp, and
+        the server as sender for info, error and history.
+        """
+        session, client = self.connect()
+        self.send(session, "help")
+        self.send(session, "names")
+        self.send(session, "login", "alice")
+        for reply in client.take():
+            self.assertEqual(set(reply), {"timestamp", "sender", "response", "content"})
+            self.assertIsInstance(reply["timestamp"], str)
+            self.assertEqual(reply["sender"], "server")
+        self.assertEqual(client.raw, [])
+
+    def test_login_info_then_history(self):
+        """
+        A successful login gets info saying "Login successful" and then a
+        history, even an empty one.
+        """
+        session, client = self.connect()
+        self.send(session, "login", "alice")
+        info, history = client.take()
+        self.assertEqual(info["response"], "info")
+        self.assertIn("Login successful", info["content"])
+        self.assertEqual(history["response"], "history")
+        self.assertEqual(history["content"], [])
+
+    def test_usernames(self):
+        """
+        Only ASCII letters and digits are accepted, and not too many.
+        """
+        session, client = self.connect()
+        for bad in ("", "   ", "al ice", "al-ice", "\xe6sa", "\u0661", "a" * 33, None, 5, ["a"]):
+            self.send(session, "login", bad)
+            [reply] = client.take()
+            self.assertEqual(reply["response"], "error", repr(bad))
+        self.assertIsNone(session.username)
+        self.send(session, "login", "Al1ce" + "x" * 27)
+        self.assertEqual(client.take()[0]["response"], "info")
+
+    def test_username_limit_configurable(self):
+        """
+        The maximum username length comes from the limits, and the error
+        says it.
+        """
+        self.service = ChatService(self.store, self.clock, limits=Limits(max_username_length=4))
+        session, client = self.connect()
+        self.send(session, "login", "abcde")
+        [reply] = client.take()
+        self.assertIn("4", reply["content"])
+
+    def test_username_taken(self):
+        """
+        A name in use (in any letter case) gets an error; once its owner is
+        gone it is free again.
+        """
+        alice, _ = self.logged_in("alice")
+        other, client = self.connect()
+        for name in ("alice", "ALICE"):
+            self.send(other, "login", name)
+            [reply] = client.take()
+            self.assertEqual(reply, {**reply, "response": "error", "content": "Username taken"})
+        alice.lost()
+        self.send(other, "login", "alice")
+        self.assertEqual(client.take()[0]["response"], "info")
+
+    def test_login_twice(self):
+        """
+        A logged-in client cannot log in again under another name.
+        """
+        session, client = self.logged_in("alice")
+        self.send(session, "login", "bob")
+        [reply] = client.take()
+        self.assertEqual(reply["response"], "error")
+        self.assertEqual(self.service.usernames(), ["alice"])
+
+    def test_msg_broadcast_to_all_logged_in(self):
+        """
+        A msg reaches every logged-in client, the sender included, as a
+        message response with the sender's name, and no one else.
+        """
+        alice, a = self.logged_in("alice")
+        _, b = self.logged_in("bob")
+        lurker, c = self.connect()
+        self.send(lurker, "help")
+        c.take()
+        self.send(alice, "msg", "hello")
+        for client in (a, b):
+            [reply] = client.take()
+            self.assertEqual(reply["response"], "message")
+            self.assertEqual(reply["sender"], "alice")
+            self.assertEqual(reply["content"], "hello")
+        self.assertEqual(c.raw, [])
+
+    def test_broadcast_encoded_once(self):
+        """
+        Every recipient is handed the very same bytes.
+        """
+        alice, a = self.logged_in("alice")
+        _, b = self.logged_in("bob")
+        self.send(alice, "msg", "hi")
+        self.assertIs(a.raw[0], b.raw[0])
+
+    def test_msg_content_rules(self):
+        """
+        Non-string, empty and over-long messages get an error saying why,
+        and nothing is broadcast or stored.
+        """
+        self.service = ChatService(self.store, self.clock, limits=Limits(max_message_length=10))
+        alice, a = self.logged_in("alice")
+        _, b = self.logged_in("bob")
+        for bad in (None, 5, ["x"], "", "   ", "x" * 11):
+            self.send(alice, "msg", bad)
+            [reply] = a.take()
+            self.assertEqual(reply["response"], "error", repr(bad))
+        self.assertIn("10", reply["content"])
+        self.assertEqual(b.raw, [])
+        self.assertEqual(self.store.messages, [])
+
+    def test_names(self):
+        """
+        names answers with a string of the logged-in usernames.
+        """
+        alice, a = self.logged_in("alice")
+        self.logged_in("bob")
+        self.connect()
+        self.send(alice, "names", "None")
+        [reply] = a.take()
+        self.assertEqual(reply["response"], "info")
+        self.assertEqual(reply["content"], "alice, bob")
+
+    def test_help_from_table(self):
+        """
+        help lists every request in the dispatch table.
+        """
+        session, client = self.connect()
+        self.send(session, "help", "")
+        [reply] = client.take()
+        self.assertEqual(reply["content"], help_text())
+        for word in COMMANDS:
+            self.assertIn(word, reply["content"])
+        self.assertEqual(set(COMMANDS), {"login", "logout", "msg", "names", "help"})
+
+    def test_argumentless_content_ignored(self):
+        """
+        Argument-less requests work with any content.
+        """
+        session, client = self.logged_in("alice")
+        for content in (None, "", "None", 42, {"x": 1}):
+            self.send(session, "names", content)
+            self.assertEqual(client.take()[0]["content"], "alice")
+
+    def test_logout(self):
+        """
+        logout answers info, frees the name and disconnects; later
+        broadcasts do not reach the client.
+        """
+        alice, a = self.logged_in("alice")
+        bob, _ = self.logged_in("bob")
+        self.send(alice, "logout")
+        [reply] = a.take()
+        self.assertEqual(reply["response"], "info")
+        self.assertTrue(a.disconnected)
+        self.assertEqual(self.service.usernames(), ["bob"])
+        self.send(bob, "msg", "still there?")
+        self.assertEqual(a.raw, [])
+
+    def test_unknown_request(self):
+        """
+        An unknown request word gets an error naming it, before and after
+        login, and the session carries on.
+        """
+        session, client = self.connect()
+        self.send(session, "dance")
+        [reply] = client.take()
+        self.assertEqual(reply["response"], "error")
+        self.assertIn("dance", reply["content"])
+        self.send(session, "login", "alice")
+        self.assertEqual(client.take()[0]["response"], "info")
+
+    def test_decode_errors(self):
+        """
+        A decode error is answered with its reason; a fatal one disconnects.
+        """
+        session, client = self.connect()
+        session.receive(DecodeError("Malformed JSON"))
+        self.assertEqual(client.take()[0]["content"], "Malformed JSON")
+        self.assertFalse(client.disconnected)
+        session.receive(DecodeError("Too large", fatal=True))
+        self.assertEqual(client.take()[0]["response"], "error")
+        self.assertTrue(client.disconnected)
+
+    def test_vanished_client(self):
+        """
+        A client that drops without logging out frees its name at once and
+        is not in later broadcasts.
+        """
+        alice, a = self.logged_in("alice")
+        bob, b = self.logged_in("bob")
+        alice.lost()
+        self.assertEqual(self.service.usernames(), ["bob"])
+        self.send(bob, "msg", "hi")
+        self.assertEqual(a.raw, [])
+        self.assertEqual(len(b.take()), 1)
+
+    def test_failing_recipient(self):
+        """
+        A recipient whose delivery raises does not stop the broadcast to
+        the others.
+        """
+        broken = BrokenClient()
+        session = self.service.connect(FakeClient())
+        self.send(session, "login", "alice")
+        bad = self.service.connect(broken)
+        bad.client = FakeClient()  # let the login replies through
+        self.send(bad, "login", "zed")
+        bad.client = broken
+        _, bob = self.logged_in("bob")
+        self.send(session, "msg", "hi")
+        self.assertEqual(bob.take()[0]["content"], "hi")
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
+
+class HistoryTests(ServiceTestsMixin, TestCase):
+    def test_history_on_login(self):
+        """
+        A new user gets every earlier message in order, each item a JSON
+        string of a complete message response.
+        """
+        alice, _ = self.logged_in("alice")
+        for text in ("one", "two", "three"):
+            self.send(alice, "msg", text)
+        _, client = self.connect()
+        self.send(_, "login", "bob")
+        history = client.received[1]
+        items = [json.loads(item) for item in history["content"]]
+        self.assertEqual([i["content"] for i in items], ["one", "two", "three"])
+        for item in items:
+            self.assertEqual(set(item), {"timestamp", "sender", "response", "content"})
+            self.assertEqual(item["response"], "message")
+            self.assertEqual(item["sender"], "alice")
+
+    def test_history_as_objects(self):
+        """
+        With the object format, history items are plain objects.
+        """
+        self.service = ChatService(self.store, self.clock, history_format="object")
+        alice, _ = self.logged_in("alice")
+        self.send(alice, "msg", "one")
+        session, client = self.connect()
+        self.send(session, "login", "bob")
+        self.assertEqual(client.received[1]["content"][0]["content"], "one")
+
+    def test_stored_before_broadcast(self):
+        """
+        A message is in the store by the time anyone receives it, and the
+        messages of one reactor turn are stored in one call.
+        """
+        calls = []
+        seen_at_delivery = []
+
+        class RecordingStore(MemoryStore):
+            def append(store, messages):
+                calls.append(list(messages))
+                super().append(messages)
+
+        self.store = RecordingStore()
+        self.service = ChatService(self.store, self.clock)
+        alice, a = self.logged_in("alice")
+        bob, b = self.logged_in("bob")
+        a.deliver = lambda data: seen_at_delivery.append(len(self.store.messages))
+        alice.receive(Request("msg", "1"))
+        bob.receive(Request("msg", "2"))
+        self.assertEqual(self.store.messages, [])
+        self.clock.advance(0)
+        self.assertEqual([len(c) for c in calls], [2])
+        self.assertEqual(seen_at_delivery, [2, 2])
+
+    def test_order_kept_while_storing(self):
+        """
+        Requests after a msg wait until it is stored and broadcast, so the
+        sender sees its message before the answer to its next request.
+        """
+        alice, a = self.logged_in("alice")
+        alice.receive(Request("msg", "hi"))
+        alice.receive(Request("names", None))
+        self.assertEqual(a.raw, [])
+        self.clock.advance(0)
+        self.assertEqual([r["response"] for r in a.take()], ["message", "info"])
+
+    def test_store_failure(self):
+        """
+        When the store fails, the sender gets an error, nobody is shown the
+        message, it is not in the history, and the service keeps working.
+        """
+        self.service = ChatService(FailingStore(), self.clock)
+        alice, a = self.logged_in("alice")
+        _, b = self.logged_in("bob")
+        self.send(alice, "msg", "lost?")
+        [reply] = a.take()
+        self.assertEqual(reply["response"], "error")
+        self.assertEqual(b.raw, [])
+        self.assertEqual(len(self.service.history), 0)
+        self.send(alice, "names")
+        self.assertEqual(a.take()[0]["content"], "alice, bob")
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
+
+    def test_load(self):
+        """
+        History loaded from the store is what the next login gets.
+        """
+        self.store.append([Message("2026-01-01T00:00:00Z", "carol", "from before")])
+        self.service.load()
+        session, client = self.connect()
+        self.send(session, "login", "dave")
+        [item] = client.received[1]["content"]
+        self.assertEqual(
+            json.loads(item),
+            {
+                "timestamp": "2026-01-01T00:00:00Z",
+                "sender": "carol",
+                "response": "message",
+                "content": "from before",
+            },
+        )
+
+    def test_split_for_small_clients(self):
+        """
+        A client that can take only small responses gets the history as
+        several history responses, each within the bound, all items in order.
+        """
+        alice, _ = self.logged_in("alice")
+        for i in range(200):
+            self.send(alice, "msg", f"message number {i} " + "x" * 30)
+        session, client = self.connect(max_response_size=4096)
+        self.send(session, "login", "bob")
+        replies = client.received
+        self.assertEqual(replies[0]["response"], "info")
+        histories = replies[1:]
+        self.assertGreater(len(histories), 1)
+        for data in client.raw[1:]:
+            self.assertLessEqual(len(data), 4096)
+        items = [json.loads(i)["content"] for h in histories for i in h["content"]]
+        self.assertEqual(items, [f"message number {i} " + "x" * 30 for i in range(200)])
+
+    def test_split_oversize_item_alone(self):
+        """
+        An item larger than the bound goes alone rather than being dropped.
+        """
+        history = History()
+        for text in ("a", "b" * 5000, "c"):
+            history.append(encode_response("t", "x", "message", text))
+        out = history.responses("now", 4096)
+        contents = [[json.loads(i)["content"] for i in json.loads(d)["content"]] for d in out]
+        self.assertEqual(contents, [["a"], ["b" * 5000], ["c"]])
+
+    def test_empty_history_split(self):
+        """
+        An empty history is still one response.
+        """
+        [data] = History().responses("now", 4096)
+        self.assertEqual(json.loads(data)["content"], [])
+
+    def test_shutdown(self):
+        """
+        Shutting down stores pending messages, tells logged-in clients and
+        disconnects every client.
+        """
+        alice, a = self.logged_in("alice")
+        _, idle = self.connect()
+        alice.receive(Request("msg", "last words"))
+        self.service.shutdown()
+        self.assertEqual([m.content for m in self.store.messages], ["last words"])
+        self.assertEqual([r["response"] for r in a.take()], ["message", "info"])
+        self.assertTrue(a.disconnected)
+        self.assertTrue(idle.disconnected)
+        self.assertEqual(idle.raw, [])

@@ -1,0 +1,274 @@
+"""
+Tests for L{chat.wire}: the stream decoder, request parsing and response
+encoding.
+"""
+
+import json
+
+from twisted.trial.unittest import TestCase
+
+from chat.wire import (
+    DecodeError,
+    Request,
+    StreamDecoder,
+    encode_request,
+    encode_response,
+    format_timestamp,
+    parse_request,
+)
+
+# A stream mixing every way clients in the field separate their requests,
+# with a non-ASCII name, an escaped quote and braces inside a string.
+MIXED = (
+    b'{"request":"login","content":"bob"}'
+    b'{"request": "msg", "content": "hi \\" } { \xc3\xa6 \xf0\x9f\x98\x80"}\n'
+    b'{"request":"names","content":null}\r\n'
+    b'  \t{"request":"help"}'
+    b'{\n  "request": "logout",\n  "content": ""\n}\n'
+)
+MIXED_VALUES = [
+    {"request": "login", "content": "bob"},
+    {"request": "msg", "content": 'hi " } { \xe6 \U0001f600'},
+    {"request": "names", "content": None},
+    {"request": "help"},
+    {"request": "logout", "content": ""},
+]
+
+
+def feed_in_chunks(data, size, decoder=None):
+    """
+    Feed C{data} to a decoder C{size} bytes at a time; return all it gave.
+    """
+    decoder = decoder or StreamDecoder()
+    out = []
+    for i in range(0, len(data), size):
+        out.extend(decoder.feed(data[i : i + size]))
+    return out
+
+
+class StreamDecoderTests(TestCase):
+    def test_every_chunking(self):
+        """
+        The same values come out whatever the sizes of the pieces the stream
+        arrives in, from one byte at a time up to all at once.
+        """
+        for size in range(1, len(MIXED) + 1):
+            self.assertEqual(feed_in_chunks(MIXED, size), MIXED_VALUES, f"chunk size {size}")
+
+    def test_bare_objects_back_to_back(self):
+        """
+        Objects with nothing between them, as every client in the field
+        sends, are split correctly and no newline is recorded.
+        """
+        decoder = StreamDecoder()
+        data = b"".join(
+            json.dumps({"request": "msg", "content": str(i)}).encode() for i in range(50)
+        )
+        values = decoder.feed(data)
+        self.assertEqual([v["content"] for v in values], [str(i) for i in range(50)])
+        self.assertFalse(decoder.newline_seen)
+
+    def test_newline_seen(self):
+        """
+        A newline between values marks the peer as a streaming one.
+        """
+        decoder = StreamDecoder()
+        decoder.feed(b'{"request":"help"}')
+        self.assertFalse(decoder.newline_seen)
+        decoder.feed(b"\r\n")
+        self.assertTrue(decoder.newline_seen)
+
+    def test_newline_inside_object_not_counted(self):
+        """
+        Newlines inside a pretty-printed object do not make a stream peer.
+        """
+        decoder = StreamDecoder()
+        self.assertEqual(decoder.feed(b'{\n"request":\n"help"\n}'), [{"request": "help"}])
+        self.assertFalse(decoder.newline_seen)
+
+    def test_partial_waits(self):
+        """
+        An incomplete object yields nothing until the rest arrives, and a
+        partial UTF-8 sequence is held too.
+        """
+        decoder = StreamDecoder()
+        self.assertEqual(decoder.feed(b'{"request":"msg","content":"\xc3'), [])
+        self.assertEqual(decoder.feed(b'\xa6"}'), [{"request": "msg", "content": "\xe6"}])
+        self.assertEqual(decoder.buffered, 0)
+
+    def test_malformed_is_skipped(self):
+        """
+        Malformed JSON gives one error and the decoder finds the next
+        object, whatever the chunking.
+        """
+        data = b'{"request": nope}{"request":"help"}'
+        for size in range(1, len(data) + 1):
+            out = feed_in_chunks(data, size)
+            self.assertEqual(len(out), 2)
+            self.assertIsInstance(out[0], DecodeError)
+            self.assertFalse(out[0].fatal)
+            self.assertEqual(out[1], {"request": "help"})
+
+    def test_junk_between_objects(self):
+        """
+        Bare words or numbers at top level give one error per run, then
+        decoding carries on.
+        """
+        data = b'hello 42 {"request":"help"}'
+        for size in range(1, len(data) + 1):
+            out = feed_in_chunks(data, size)
+            self.assertEqual(
+                [type(v) for v in out], [DecodeError, DecodeError, dict], f"chunk size {size}"
+            )
+
+    def test_non_objects_are_values(self):
+        """
+        Arrays and strings are decoded as values (parse_request rejects them).
+        """
+        self.assertEqual(StreamDecoder().feed(b'[1, "]"] "x}"'), [[1, "]"], "x}"])
+
+    def test_invalid_utf8(self):
+        """
+        Bytes that are not UTF-8 make an error for the object holding them;
+        the next object is still decoded.
+        """
+        data = b'{"request":"msg","content":"\xff\xfe"}{"request":"help"}'
+        for size in (1, 3, len(data)):
+            out = feed_in_chunks(data, size)
+            self.assertIsInstance(out[0], DecodeError)
+            self.assertIn("UTF-8", out[0].reason)
+            self.assertEqual(out[1], {"request": "help"})
+
+    def test_oversize_incomplete(self):
+        """
+        A value that grows past the bound without ending is a fatal error,
+        and the decoder then holds nothing and yields nothing more.
+        """
+        decoder = StreamDecoder(max_size=100)
+        self.assertEqual(decoder.feed(b'{"request":"msg","content":"' + b"x" * 50), [])
+        out = decoder.feed(b"x" * 60)
+        self.assertEqual(len(out), 1)
+        self.assertTrue(out[0].fatal)
+        self.assertIn("100", out[0].reason)
+        self.assertEqual(decoder.buffered, 0)
+        self.assertEqual(decoder.feed(b'{"request":"help"}'), [])
+
+    def test_oversize_complete(self):
+        """
+        A complete value over the bound, arriving at once, is fatal too,
+        after the values before it.
+        """
+        decoder = StreamDecoder(max_size=100)
+        out = decoder.feed(b'{"request":"help"}{"x":"' + b"y" * 200 + b'"}')
+        self.assertEqual(out[0], {"request": "help"})
+        self.assertTrue(out[1].fatal)
+
+    def test_unterminated_string_bounded(self):
+        """
+        An endless string, or endless nesting, cannot make the buffer grow
+        past the bound.
+        """
+        for start in (b'{"a":"', b"[" * 10, b'"'):
+            decoder = StreamDecoder(max_size=1000)
+            out = decoder.feed(start)
+            for _ in range(100):
+                out += decoder.feed(b"z" * 50)
+                self.assertLessEqual(decoder.buffered, 1000 + 50)
+            self.assertTrue(out and out[-1].fatal)
+
+    def test_deep_nesting(self):
+        """
+        Nesting too deep for the JSON parser is an error, not a crash.
+        """
+        out = StreamDecoder().feed(b"[" * 5000 + b"]" * 5000 + b'{"request":"help"}')
+        self.assertIsInstance(out[0], DecodeError)
+        self.assertEqual(out[1], {"request": "help"})
+
+    def test_escaped_backslash_at_chunk_end(self):
+        """
+        A backslash escape split across chunks is scanned correctly.
+        """
+        data = b'{"request":"msg","content":"a\\\\"}{"request":"help"}'
+        for size in range(1, len(data) + 1):
+            self.assertEqual(
+                feed_in_chunks(data, size),
+                [{"request": "msg", "content": "a\\"}, {"request": "help"}],
+            )
+
+
+class ParseRequestTests(TestCase):
+    def test_request(self):
+        """
+        A well-formed object gives a Request with a lower-cased word.
+        """
+        self.assertEqual(
+            parse_request({"request": "MSG", "content": "hi"}), Request("msg", "hi")
+        )
+
+    def test_missing_content(self):
+        """
+        A missing content is None.
+        """
+        self.assertEqual(parse_request({"request": "names"}), Request("names", None))
+
+    def test_bad_shapes(self):
+        """
+        Non-objects, a missing request and a non-string request are errors
+        with distinct texts.
+        """
+        reasons = set()
+        for value in ([1], "help", 3, None, {"content": "x"}, {"request": 5}, {"request": None}):
+            result = parse_request(value)
+            self.assertIsInstance(result, DecodeError, value)
+            reasons.add(result.reason)
+        self.assertEqual(len(reasons), 3)
+
+    def test_lone_surrogate(self):
+        """
+        Content with a lone surrogate (from a JSON escape) cannot be sent on,
+        so it is refused here.
+        """
+        value = json.loads('{"request":"msg","content":"\\ud800"}')
+        self.assertIsInstance(parse_request(value), DecodeError)
+
+    def test_decode_error_passes_through(self):
+        """
+        A decoder error is returned as it is.
+        """
+        error = DecodeError("Malformed JSON")
+        self.assertIs(parse_request(error), error)
+
+
+class EncodeTests(TestCase):
+    def test_response(self):
+        """
+        A response is compact UTF-8 JSON with exactly four keys and one
+        trailing newline.
+        """
+        data = encode_response("2026-01-01T00:00:00Z", "alice", "message", "h\xe6 \U0001f600")
+        self.assertTrue(data.endswith(b"}\n"))
+        self.assertEqual(data.count(b"\n"), 1)
+        self.assertNotIn(b": ", data)
+        self.assertIn("h\xe6 \U0001f600".encode("utf-8"), data)
+        self.assertEqual(
+            json.loads(data),
+            {
+                "timestamp": "2026-01-01T00:00:00Z",
+                "sender": "alice",
+                "response": "message",
+                "content": "h\xe6 \U0001f600",
+            },
+        )
+
+    def test_request(self):
+        """
+        A request is compact JSON and a newline, with null content allowed.
+        """
+        self.assertEqual(encode_request("names", None), b'{"request":"names","content":null}\n')
+
+    def test_timestamp_is_string(self):
+        """
+        Timestamps are ISO 8601 strings in UTC.
+        """
+        self.assertEqual(format_timestamp(0), "1970-01-01T00:00:00Z")
+        self.assertEqual(format_timestamp(1700000000.9), "2023-11-14T22:13:20Z")
