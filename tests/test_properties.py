@@ -6,6 +6,7 @@ simple model of the standard predicts.
 """
 
 import json
+import os
 import re
 
 from hypothesis import HealthCheck, given, settings
@@ -20,7 +21,12 @@ from chat.service import ChatService, IChatClient, Limits
 from chat.store import MemoryStore
 from chat.wire import DecodeError, Request, StreamDecoder, encode_json, parse_request
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+#: CHAT_HYPOTHESIS_EXAMPLES=5000 for a deeper search than the suite's.
+SETTINGS = settings(
+    max_examples=int(os.environ.get("CHAT_HYPOTHESIS_EXAMPLES", "150")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.text(max_size=20)
 json_values = st.recursive(
@@ -164,6 +170,7 @@ class Model:
     def __init__(self, count):
         self.names = [None] * count
         self.gone = [False] * count
+        self.order = []  # names in the order they logged in
 
     def expect(self, who, word, content):
         word = word.strip().lower()
@@ -176,8 +183,9 @@ class Model:
         if word == "help":
             return [(who, "info", None)]
         if word == "names":
-            return [(who, "info", ", ".join(n for n in self.names if n))]
+            return [(who, "info", ", ".join(self.order))]
         if word == "logout":
+            self.order.remove(name)
             self.names[who] = None
             self.gone[who] = True
             return [(who, "info", "Logged out")]
@@ -193,6 +201,7 @@ class Model:
             ):
                 return [(who, "error", None)]
             self.names[who] = wanted
+            self.order.append(wanted)
             return [(who, "info", None), (who, "history", None)]
         # msg
         if not isinstance(content, str) or not content.strip() or len(content) > 1000:
@@ -265,18 +274,35 @@ class RequestProperties(TestCase):
         self.assertEqual(random_chunks, one_by_one)
 
     @SETTINGS
+    @given(
+        st.lists(st.tuples(words, contents), max_size=30),
+        st.lists(st.integers(min_value=0), max_size=10),
+    )
+    def test_flood_control_loses_nothing(self, sequence, cuts):
+        """
+        With flood control, any requests get the same responses, in the same
+        order, as without it: they are only delayed.
+        """
+        data = "".join(
+            encode_json({"request": w, "content": c}) + "\n" for w, c in sequence
+        ).encode("utf-8")
+        free = self._serve([data])
+        slowed = self._serve(chunked(data, cuts), Limits(flood_rate=100, flood_burst=3))
+        self.assertEqual(slowed, free)
+
+    @SETTINGS
     @given(st.binary(max_size=400), st.lists(st.integers(min_value=0), max_size=20))
     def test_garbage_never_raises(self, data, cuts):
         """
         Random bytes to the server protocol raise nothing, and everything it
         writes is a well-formed response.
         """
-        self._serve(chunked(data, cuts), legacy_ok=True)
+        self._serve(chunked(data, cuts))
 
-    def _serve(self, chunks, legacy_ok=False):
+    def _serve(self, chunks, limits=Limits()):
         clock = Clock()
         clock.advance(1700000000)
-        service = ChatService(MemoryStore(), clock, limits=Limits())
+        service = ChatService(MemoryStore(), clock, limits=limits)
         factory = ChatServerFactory(service, clock, ConnectionLimits(max_request_size=300))
         transport = StringTransport()
         protocol = factory.buildProtocol(None)
@@ -285,7 +311,7 @@ class RequestProperties(TestCase):
             protocol.dataReceived(chunk)
             clock.advance(0)
         for _ in range(200):
-            clock.advance(0.01)  # let paced responses out
+            clock.advance(0.01)  # let paced and flood-delayed responses out
         out = []
         for line in transport.value().splitlines():
             r = json.loads(line)
