@@ -212,7 +212,7 @@ def memory_run(directory: str, stalled: int, messages: int, queue: Optional[int]
         for batch in range(0, messages, 50):
             for _ in range(50):
                 sender.send("msg", text)
-            loop.run(lambda: seen[0] >= batch + 50, 30)
+            loop.run(lambda want=batch + 50: seen[0] >= want, 30)
             rss = server.memory()["VmRSS"]
             peak = max(peak, rss)
             if (batch + 50) % (messages // 4) == 0:
@@ -285,7 +285,7 @@ def latency_run(
             tag = f"probe {i}"
             t0 = time.perf_counter()
             probe.send("msg", tag)
-            if loop.run(lambda: tag in echoed, 10):
+            if loop.run(lambda tag=tag: tag in echoed, 10):
                 times.append((time.perf_counter() - t0) * 1000)
             else:
                 lost += 1

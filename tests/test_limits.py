@@ -208,7 +208,7 @@ class SendQueueTests(LimitsTestsMixin, TestCase):
         alice = self.logged_in("alice")
         bob = self.logged_in("bob")
         bob.transport.producer.pauseProducing()
-        for i in range(20):
+        for _ in range(20):
             alice.send("msg", "x" * 100)
             self.clock.advance(0)
         self.assertTrue(bob.transport.disconnected)  # abortConnection
@@ -246,7 +246,7 @@ class SendQueueTests(LimitsTestsMixin, TestCase):
         alice = self.logged_in("alice")
         bob = self.connect()
         bob.send("login", "bob", newline=False)
-        for i in range(15):
+        for _ in range(15):
             alice.send("msg", "z" * 100)
             self.clock.advance(0)
         self.assertTrue(bob.transport.disconnected)

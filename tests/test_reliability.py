@@ -161,6 +161,10 @@ class TrackedFactory(ChatServerFactory):
         self.small: set = set()  # peer ports that get the small send buffer
 
 
+DEFAULT_LIMITS = Limits()
+NO_LOGIN_TIMEOUT = ConnectionLimits(login_timeout=0)
+
+
 class InProcessTestsMixin:
     """
     A server in this process on the real reactor, and helpers to wait.
@@ -173,8 +177,8 @@ class InProcessTestsMixin:
 
     def serve(
         self,
-        limits: Limits = Limits(),
-        connection_limits: ConnectionLimits = ConnectionLimits(login_timeout=0),
+        limits: Limits = DEFAULT_LIMITS,
+        connection_limits: ConnectionLimits = NO_LOGIN_TIMEOUT,
         store=None,
         sndbuf: Optional[int] = None,
     ) -> None:
@@ -257,7 +261,7 @@ class SlowConsumerTests(InProcessTestsMixin, TestCase):
             for text in texts[start : start + 10]:
                 alice.send("msg", text)
             yield self.wait_for(
-                lambda: len(bob.of("message")) == start + 10 == len(alice.of("message")),
+                lambda n=start + 10: len(bob.of("message")) == n == len(alice.of("message")),
                 f"bob has message {start + 10}",
             )
         yield self.wait_for(lambda: server_side.lost, "the stalled reader is dropped")
@@ -366,7 +370,7 @@ class VanishingTests(InProcessTestsMixin, TestCase):
             for text in texts[start : start + 10]:
                 alice.send("msg", text)
             yield self.wait_for(
-                lambda: len(bob.of("message")) == start + 10, f"bob has message {start + 10}"
+                lambda n=start + 10: len(bob.of("message")) == n, f"bob has message {start + 10}"
             )
         yield self.wait_for(lambda: "victor" not in self.service.usernames(), "victor is gone")
         self.assertEqual(bob.contents(), texts)
