@@ -618,6 +618,37 @@ class ProcessTests(TestCase):
         self.assertTrue(shown)
         self.assertFalse(os.path.exists(path + "-wal") and os.path.getsize(path + "-wal"))
 
+    def test_sigterm_with_stalled_reader(self):
+        """
+        A client that does not read cannot hold the shutdown: the server
+        waits a bounded time for it, then closes the store and exits, and
+        the reading client still got everything and the info.
+        """
+        path = self.database()
+        server = Server(self.directory, path, "--flood-rate=0", "--max-send-queue=100000000")
+        self.addCleanup(server.kill)
+        reader = Blocking(server.port)
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", server.port))
+        self.addCleanup(stalled.close)
+        stalled.sendall(encode_request("login", "stalled"))
+        reader.send("login", "reader")
+        reader.read_until(lambda: reader.of("history"))
+        # About 8 MB for the stalled client: more than the kernel buffers.
+        text = "s" * 1000
+        for batch in range(1, 5):
+            reader.sock.sendall(b"".join(encode_request("msg", text) for _ in range(2000)))
+            reader.read_until(lambda n=2000 * batch: len(reader.of("message")) >= n)
+        reader.read_until(lambda: len(reader.of("message")) == 8000)
+        server.process.send_signal(signal.SIGTERM)
+        reader.read_until_closed()
+        self.assertIn("going away", reader.responses[-1]["content"])
+        self.assertIn(server.process.wait(PATIENCE), (0, -signal.SIGTERM))
+        log = server.log()
+        self.assertIn("not yet closed", log)
+        self.assertIn("History store closed", log)
+
     def test_kill_9_during_stream(self):
         """
         After kill -9 in the middle of a stream of messages, the history
