@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface
@@ -61,14 +62,87 @@ class IChatClient(Interface):
         """
 
 
+class IFlowControlledClient(IChatClient):
+    """
+    A client whose transport can be slowed down; the core uses these when a
+    client provides them (a test fake need not).
+    """
+
+    def pause_reading() -> None:
+        """
+        Stop reading requests from the client (its requests wait in TCP).
+        """
+
+    def resume_reading() -> None:
+        """
+        Read requests again.
+        """
+
+    def deliver_burst(responses: List[bytes]) -> None:
+        """
+        Send a one-off burst of responses (the history at login), not counted
+        against the client's send-queue limit.
+        """
+
+
+#: A session with this many requests waiting stops reading its connection
+#: until they are all handled, so a fast sender waits in TCP, not in memory.
+READ_PAUSE_BACKLOG = 16
+
+
 @dataclass(frozen=True)
 class Limits:
     """
     Bounds the core enforces on what clients send.
+
+    @ivar flood_rate: requests per second a client may make in the long run;
+        0 turns flood control off (the default here, for embedding and tests;
+        C{twistd chat} turns it on).
+    @ivar flood_burst: requests a client may make at once before its rate
+        applies.
+    @ivar max_waiting: requests that may wait in one client's inbox; past it
+        a request is refused with an C{error}, and a client that goes on
+        sending that many more is disconnected.
     """
 
     max_username_length: int = 32
     max_message_length: int = 1000
+    flood_rate: float = 0.0
+    flood_burst: int = 20
+    max_waiting: int = 1000
+
+
+class TokenBucket:
+    """
+    A token bucket: C{burst} tokens at most, refilled at C{rate} a second.
+    """
+
+    def __init__(self, rate: float, burst: int, clock: IReactorTime) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self.tokens = float(burst)
+        self._stamp = clock.seconds()
+
+    def take(self) -> bool:
+        """
+        Take a token if there is one.
+        """
+        now = self.clock.seconds()
+        self.tokens = min(self.burst, self.tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+    def delay(self) -> float:
+        """
+        Seconds until the next token (at least a millisecond: clock times
+        near 1.7e9 have a resolution of about 2e-7 seconds, and a shorter
+        wait could see no time pass at all).
+        """
+        return max(0.001, (1 - self.tokens) / self.rate)
 
 
 class History:
@@ -196,6 +270,10 @@ def help_text() -> str:
     return "\n".join(lines)
 
 
+#: Stands in the inbox for a run of requests refused for flooding.
+_REFUSED = DecodeError("Too many requests waiting; some were not handled. Slow down")
+
+
 class Session:
     """
     One connected client: its name once logged in, and its inbox of
@@ -211,6 +289,16 @@ class Session:
         # and an inbox is short.
         self._inbox: List[Union[Request, DecodeError]] = []
         self._waiting = False
+        limits = service.limits
+        self._bucket: Optional[TokenBucket] = None
+        if limits.flood_rate > 0:
+            self._bucket = TokenBucket(limits.flood_rate, limits.flood_burst, service.clock)
+        self._timer: Optional[IDelayedCall] = None
+        self._flow: Optional[IFlowControlledClient] = (
+            client if IFlowControlledClient.providedBy(client) else None  # type: ignore[assignment]
+        )
+        self._reading_paused = False
+        self._refused = 0
 
     @property
     def backlog(self) -> int:
@@ -222,9 +310,32 @@ class Session:
     def receive(self, request: Union[Request, DecodeError]) -> None:
         """
         Handle a request from the client, after those before it.
+
+        Past L{Limits.max_waiting} waiting requests, a request is refused:
+        one C{error} answers a run of refused requests, in order, and a
+        client that has had as many refused again is disconnected.
         """
-        self._inbox.append(request)
+        inbox = self._inbox
+        bound = self.service.limits.max_waiting
+        if len(inbox) >= bound:
+            self._refused += 1
+            if self._refused > bound:
+                self.service.log.warn(
+                    "Disconnecting {user} for flooding", user=self.username or "a client"
+                )
+                self.error("Disconnected for flooding")
+                self.connected = False
+                inbox.clear()
+                self.client.disconnect()
+                return
+            if not inbox or inbox[-1] is not _REFUSED:
+                inbox.append(_REFUSED)
+            return
+        inbox.append(request)
         self._drain()
+        if self._flow is not None and len(inbox) >= READ_PAUSE_BACKLOG and not self._reading_paused:
+            self._reading_paused = True
+            self._flow.pause_reading()
 
     def lost(self) -> None:
         """
@@ -232,6 +343,9 @@ class Session:
         """
         self.connected = False
         self._inbox.clear()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
         self.service.forget(self)
 
     def wait(self) -> None:
@@ -246,12 +360,26 @@ class Session:
 
     def _drain(self) -> None:
         inbox = self._inbox
+        bucket = self._bucket
         while inbox and self.connected:
             # While a message is being stored, a valid msg right behind it
             # joins the same batch: it is still broadcast after it.
             if self._waiting and not self.service.joins_batch(self, inbox[0]):
                 break
+            if bucket is not None and not bucket.take():
+                # Flood control: the rest waits for tokens.
+                if self._timer is None:
+                    self._timer = self.service.clock.callLater(bucket.delay(), self._tick)
+                break
             self.service.dispatch(self, inbox.pop(0))
+        if self._reading_paused and not inbox and self.connected:
+            self._reading_paused = False
+            assert self._flow is not None
+            self._flow.resume_reading()
+
+    def _tick(self) -> None:
+        self._timer = None
+        self._drain()
 
     def send(self, response: str, content: Any) -> None:
         if self.connected:
@@ -290,6 +418,8 @@ class ChatService:
         self._pending: List[Tuple[Session, Message]] = []
         self._flush_call: Optional[IDelayedCall] = None
         self._sessions: Dict[Session, None] = {}
+        self._stopping = False
+        self._gone: List[Deferred] = []
 
     # Life cycle
 
@@ -301,15 +431,45 @@ class ChatService:
             self.history.append(encode_response(m.timestamp, m.sender, "message", m.content))
         self.log.info("Loaded {count} messages of history", count=len(self.history))
 
-    def shutdown(self, reason: str = "Server is shutting down") -> None:
+    def shutdown(self, reason: str = "Server is shutting down", timeout: float = 5.0) -> Deferred:
         """
         Store what is pending, tell everyone logged in, and disconnect all.
+        Requests that arrive from now on are not handled.
+
+        @return: a Deferred that fires when every connection has closed, or
+            after C{timeout} seconds, whichever is first.
         """
+        # Stop handling requests first, so the sessions the flush resumes
+        # start nothing new that would be stored but never shown.
+        self._stopping = True
         self.flush()
         for session in list(self._sessions):
             if session.username is not None:
                 session.info(reason)
             session.client.disconnect()
+        done: Deferred = Deferred()
+        if not self._sessions:
+            done.callback(None)
+            return done
+        self._gone.append(done)
+        timer = self.clock.callLater(timeout, self._all_gone)
+
+        def stop_timer(result: object) -> object:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        done.addBoth(stop_timer)
+        return done
+
+    def _all_gone(self) -> None:
+        waiting, self._gone = self._gone, []
+        if self._sessions:
+            self.log.warn(
+                "Stopping with {count} connections not yet closed", count=len(self._sessions)
+            )
+        for d in waiting:
+            d.callback(None)
 
     # Connections
 
@@ -323,6 +483,8 @@ class ChatService:
         if session.username is not None:
             self.log.info("{user} disconnected", user=session.username)
             self._remove_user(session)
+        if self._gone and not self._sessions:
+            self._all_gone()
 
     # The rules
 
@@ -333,6 +495,8 @@ class ChatService:
         return encode_response(format_timestamp(self.clock.seconds()), sender, response, content)
 
     def dispatch(self, session: Session, request: Union[Request, DecodeError]) -> None:
+        if self._stopping:
+            return
         if isinstance(request, DecodeError):
             session.error(request.reason)
             if request.fatal:
@@ -379,8 +543,13 @@ class ChatService:
         self.log.info("{user} logged in", user=name)
         session.info(f"Login successful. Welcome, {name}!")
         timestamp = format_timestamp(self.clock.seconds())
-        for data in self.history.responses(timestamp, session.client.max_response_size):
-            session.client.deliver(data)
+        responses = self.history.responses(timestamp, session.client.max_response_size)
+        client = session.client
+        if IFlowControlledClient.providedBy(client):
+            client.deliver_burst(responses)
+        else:
+            for data in responses:
+                client.deliver(data)
 
     def logout(self, session: Session) -> None:
         self.log.info("{user} logged out", user=session.username)
@@ -448,8 +617,13 @@ class ChatService:
             return
         try:
             self.store.append([m for _, m in batch])
-        except StoreError as e:
-            self.log.error("Could not store {count} messages: {error}", count=len(batch), error=e)
+        except Exception as e:
+            if isinstance(e, StoreError):
+                self.log.error(
+                    "Could not store {count} messages: {error}", count=len(batch), error=e
+                )
+            else:
+                self.log.failure("Could not store {count} messages", count=len(batch))
             for session, _ in batch:
                 session.error("The server could not store your message; it was not sent")
         else:

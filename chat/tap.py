@@ -13,7 +13,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
 
-from chat.protocol import ChatServerFactory
+from chat.protocol import ChatServerFactory, ConnectionLimits
 from chat.service import ChatService, Limits
 from chat.store import IMessageStore, MemoryStore, SQLiteStore
 
@@ -26,6 +26,23 @@ def _positive(value: str) -> int:
     if number < 1:
         raise ValueError(f"{value} is not a positive number")
     return number
+
+
+def _count(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"{value} is negative")
+    return number
+
+
+def _seconds(value: str) -> float:
+    number = float(value)
+    if not number >= 0:
+        raise ValueError(f"{value} is not a number of seconds")
+    return number
+
+
+_CONNECTION = ConnectionLimits()
 
 
 class Options(usage.Options):
@@ -70,6 +87,87 @@ class Options(usage.Options):
             None,
             Limits.max_username_length,
             "Longest username accepted, in characters.",
+            _positive,
+        ],
+        [
+            "max-request-size",
+            None,
+            _CONNECTION.max_request_size,
+            "Largest request accepted, in bytes; a larger one gets an error and "
+            "the connection is closed.",
+            _positive,
+        ],
+        [
+            "max-connections",
+            None,
+            _CONNECTION.max_connections,
+            "Most connections open at once (0: no limit); more are refused with an error.",
+            _count,
+        ],
+        [
+            "max-connections-per-address",
+            None,
+            _CONNECTION.max_connections_per_address,
+            "Most connections open at once from one IP address (0: no limit).",
+            _count,
+        ],
+        [
+            "login-timeout",
+            None,
+            _CONNECTION.login_timeout,
+            "Seconds a connection may stay open without logging in (0: forever).",
+            _seconds,
+        ],
+        [
+            "max-send-queue",
+            None,
+            _CONNECTION.max_send_queue,
+            "Bytes that may wait for a client that does not read (besides the "
+            "history sent at login); past it the client is disconnected.",
+            _positive,
+        ],
+        [
+            "flood-rate",
+            None,
+            10.0,
+            "Requests per second one client may make in the long run; faster "
+            "requests wait their turn (0: no flood control).",
+            _seconds,
+        ],
+        [
+            "flood-burst",
+            None,
+            Limits.flood_burst,
+            "Requests one client may make at once before --flood-rate applies.",
+            _positive,
+        ],
+        [
+            "max-waiting",
+            None,
+            Limits.max_waiting,
+            "Requests that may wait for one client; past it requests get an "
+            "error, and a client that goes on is disconnected.",
+            _positive,
+        ],
+        [
+            "keepalive-idle",
+            None,
+            _CONNECTION.keepalive_idle,
+            "Seconds of silence before TCP keepalive probes a client (0: no keepalive).",
+            _count,
+        ],
+        [
+            "keepalive-interval",
+            None,
+            _CONNECTION.keepalive_interval,
+            "Seconds between TCP keepalive probes.",
+            _positive,
+        ],
+        [
+            "keepalive-count",
+            None,
+            _CONNECTION.keepalive_count,
+            "Unanswered keepalive probes after which a client is dropped.",
             _positive,
         ],
     ]
@@ -118,10 +216,23 @@ class ChatServerService(service.Service):
         service.Service.startService(self)
 
     def stopService(self):
+        """
+        Tell the clients, flush, wait (a bounded time) for the connections to
+        close, then close the store.
+
+        @return: a Deferred that fires when all that is done.
+        """
         service.Service.stopService(self)
-        if self.chat is not None:
-            self.chat.shutdown()
-            self.chat.store.close()
+        chat = self.chat
+        if chat is None:
+            return None
+
+        def close(result):
+            chat.store.close()
+            self.log.info("History store closed")
+            return result
+
+        return chat.shutdown("Server is going away (shutting down)").addBoth(close)
 
 
 class LoggingServerService(StreamServerEndpointService):
@@ -152,11 +263,24 @@ def makeService(options: Options, reactor=None) -> service.MultiService:
     limits = Limits(
         max_username_length=options["max-username-length"],
         max_message_length=options["max-message-length"],
+        flood_rate=options["flood-rate"],
+        flood_burst=options["flood-burst"],
+        max_waiting=options["max-waiting"],
+    )
+    connection_limits = ConnectionLimits(
+        max_request_size=options["max-request-size"],
+        max_connections=options["max-connections"],
+        max_connections_per_address=options["max-connections-per-address"],
+        login_timeout=options["login-timeout"],
+        max_send_queue=options["max-send-queue"],
+        keepalive_idle=options["keepalive-idle"],
+        keepalive_interval=options["keepalive-interval"],
+        keepalive_count=options["keepalive-count"],
     )
     top = service.MultiService()
     # The factory gets its chat core when the server service starts, which
     # happens before the reactor accepts the first connection.
-    factory = ChatServerFactory(None, reactor)
+    factory = ChatServerFactory(None, reactor, connection_limits)
     server = ChatServerService(open_store, factory, reactor, options["history-format"], limits)
     server.setServiceParent(top)
     listener = LoggingServerService(endpoints.serverFromString(reactor, options["port"]), factory)

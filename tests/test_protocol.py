@@ -111,7 +111,7 @@ class FramingTests(ProtocolTestsMixin, TestCase):
         """
         Messages from several senders in one reactor turn are broadcast as
         one batch; a legacy client still gets them one per paced write, and
-        a newline client gets them in one write.
+        a newline client gets them all, in order.
         """
         legacy, lt = self.connect()
         legacy.dataReceived(request("login", "old"))
@@ -121,11 +121,11 @@ class FramingTests(ProtocolTestsMixin, TestCase):
             protocol.dataReceived(request("login", name, newline=True))
             senders.append((protocol, transport))
         self.run_clock()
-        before = len(senders[0][1].writes)
         for protocol, _ in senders:
             protocol.dataReceived(request("msg", protocol.session.username, newline=True))
         self.run_clock()
-        self.assertEqual(len(senders[0][1].writes), before + 1)
+        received = self.responses(senders[0][1])
+        self.assertEqual([r["content"] for r in received[2:]], ["a", "b", "c"])
         contents = [json.loads(w)["content"] for w in lt.writes[2:]]
         self.assertEqual(contents, ["a", "b", "c"])
 

@@ -1,0 +1,600 @@
+"""
+Tests for L{chat.client}: typed lines to requests, responses to safe text,
+and the client protocol over a L{StringTransport} with a fake clock.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import date
+from typing import Any, List
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.internet import error as ierror
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python import usage
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+from zope.interface import implementer
+
+from chat.client import (
+    REQUEST_GAP,
+    ChatClientProtocol,
+    IChatView,
+    Options,
+    Renderer,
+    describe_error,
+    format_json,
+    interpret,
+    names_from,
+    neutralise,
+    parse_input,
+)
+from chat.wire import DecodeError
+
+TS = "2026-11-24T12:00:00Z"
+
+
+def response(kind: str, content: Any, sender: str = "server", ts: Any = TS) -> dict:
+    return {"timestamp": ts, "sender": sender, "response": kind, "content": content}
+
+
+class ParseInputTests(TestCase):
+    """
+    What each typed line sends.
+    """
+
+    def test_standard_forms(self) -> None:
+        """
+        The standard's forms send the request word and the rest of the line,
+        or null when there is none.
+        """
+        self.assertEqual(parse_input("login alice"), ("login", "alice"))
+        self.assertEqual(parse_input("msg hello there"), ("msg", "hello there"))
+        self.assertEqual(parse_input("names"), ("names", None))
+        self.assertEqual(parse_input("help"), ("help", None))
+        self.assertEqual(parse_input("logout"), ("logout", None))
+
+    def test_passthrough(self) -> None:
+        """
+        Any other word is sent as the request, so server extensions work.
+        """
+        self.assertEqual(parse_input("join #room 2"), ("join", "#room 2"))
+        self.assertEqual(parse_input("whoami"), ("whoami", None))
+
+    def test_message_spacing_kept(self) -> None:
+        """
+        Spacing inside the content is kept; only the ends of the line and
+        the separator after the word go.
+        """
+        self.assertEqual(parse_input("msg  a   b \r\n"), ("msg", "a   b"))
+
+    def test_conveniences(self) -> None:
+        """
+        A leading slash is dropped and the word is lower-cased; blank lines
+        send nothing.
+        """
+        self.assertEqual(parse_input("/names"), ("names", None))
+        self.assertEqual(parse_input("/msg /shrug"), ("msg", "/shrug"))
+        self.assertEqual(parse_input("Login Alice"), ("login", "Alice"))
+        self.assertIsNone(parse_input(""))
+        self.assertIsNone(parse_input("   "))
+        self.assertIsNone(parse_input("/"))
+
+
+class NeutraliseTests(TestCase):
+    """
+    Text from the network cannot control the terminal.
+    """
+
+    def test_escape_sequences(self) -> None:
+        """
+        ESC, CSI (8-bit), BEL and other controls become visible stand-ins,
+        so clearing the screen, moving the cursor or setting the title fail.
+        """
+        attacks = [
+            "\x1b[2J\x1b[H",  # clear screen, home
+            "\x1b]0;pwned\x07",  # set title
+            "\x9b2J",  # 8-bit CSI
+            "\x1bc",  # reset
+            "a\rfake line",  # overwrite the line
+            "\x08\x08\x08",  # backspaces
+            "\x00\x7f",
+        ]
+        for text in attacks:
+            out = neutralise(text)
+            self.assertFalse(any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in out), out)
+        self.assertEqual(neutralise("\x1b[2J"), "^[[2J")
+        self.assertEqual(neutralise("a\rb"), "a^Mb")
+        self.assertEqual(neutralise("\x9b"), "<U+009B>")
+
+    def test_line_and_direction_controls(self) -> None:
+        """
+        Newlines, Unicode line separators, bidi overrides and lone
+        surrogates are made visible too; ordinary text is untouched.
+        """
+        self.assertEqual(neutralise("a\nb"), "a^Jb")
+        self.assertEqual(neutralise("a\u2028b"), "a<U+2028>b")
+        self.assertEqual(neutralise("\u202eevil"), "<U+202E>evil")
+        self.assertEqual(neutralise("\udc80"), "<U+DC80>")
+        self.assertEqual(neutralise("hei på deg, 你好 😀"), "hei på deg, 你好 😀")
+
+    @given(st.text())
+    def test_any_text(self, text: str) -> None:
+        """
+        For any text at all, the result has no control character, DEL,
+        C1 control, bidi control, line separator or lone surrogate, and
+        can be written as UTF-8.
+        """
+        out = neutralise(text)
+        for char in out:
+            code = ord(char)
+            self.assertFalse(code < 0x20 or 0x7F <= code <= 0x9F, repr(out))
+            self.assertNotIn(char, "\u061c\u200e\u200f\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+            self.assertFalse(0xD800 <= code <= 0xDFFF)
+        out.encode("utf-8")
+
+    def test_rendered_lines_are_safe(self) -> None:
+        """
+        Every field of every kind of response is neutralised when rendered,
+        and a message cannot fake a second line.
+        """
+        evil = "x\x1b[2J\r\n12:00:00 <admin> fake"
+        values = [
+            response("message", evil, sender=evil, ts=evil),
+            response("info", evil),
+            response("error", evil),
+            response(evil, evil, sender=evil),
+            response("history", [json.dumps(response("message", evil, sender=evil))]),
+            [evil],
+        ]
+        for colour in (False, True):
+            renderer = Renderer(colour=colour, multiline=True)
+            for value in values:
+                for entry in interpret(value):
+                    lines = renderer.lines(entry)
+                    for line in lines:
+                        cleaned = line.replace("\x1b[0m", "")
+                        self.assertNotIn("\r", line)
+                        self.assertNotIn("\n", line)
+                        # The only ESC are our own colour codes.
+                        self.assertNotIn("\x1b[2J", cleaned)
+                    for line in lines[1:]:
+                        self.assertTrue(line.replace("\x1b[2m", "").startswith("  | "))
+
+
+class InterpretTests(TestCase):
+    """
+    Every response variant of PROTOCOL.md section 5 is understood.
+    """
+
+    @given(
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+            lambda children: st.lists(children, max_size=4)
+            | st.dictionaries(st.sampled_from(["timestamp", "sender", "response", "content", "x"]) | st.text(max_size=3), children, max_size=5),
+            max_leaves=12,
+        )
+    )
+    def test_anything_renders(self, value: Any) -> None:
+        """
+        Whatever JSON a server sends, as a response or inside a history,
+        renders to safe lines without an exception.
+        """
+        for candidate in (value, response("history", value), response("history", json.dumps(value)), response("message", value, value, value)):
+            for colour in (False, True):
+                renderer = Renderer(colour=colour, multiline=colour)
+                for entry in interpret(candidate):
+                    for line in renderer.lines(entry):
+                        bare = re.sub("\x1b\\[[0-9;]*m", "", line)
+                        self.assertEqual(neutralise(bare), bare)
+
+    def render(self, value: Any) -> List[str]:
+        renderer = Renderer(today=lambda: date(2026, 11, 24))
+        return [line for entry in interpret(value) for line in renderer.lines(entry)]
+
+    def test_standard_responses(self) -> None:
+        """
+        Messages show time, sender and text; info and error are labelled.
+        """
+        self.assertEqual(
+            self.render(response("message", "hi", "alice", "2026-11-24T12:00:00+00:00")),
+            [self.local("12:00:00") + " <alice> hi"],
+        )
+        self.assertTrue(self.render(response("info", "Login successful"))[0].endswith(" [info] Login successful"))
+        self.assertTrue(self.render(response("error", "Username taken"))[0].endswith("[error] Username taken"))
+
+    def local(self, hhmmss: str) -> str:
+        # The renderer shows local time; work out what 12:00 UTC is here.
+        return Renderer(today=lambda: date(2026, 11, 24)).time(f"2026-11-24T{hhmmss}Z")
+
+    def test_any_case_and_msg(self) -> None:
+        """
+        Response words (and keys) in any letter case, and C{msg} for
+        C{message}.
+        """
+        for word in ("MESSAGE", "Message", "msg", "MSG", " message "):
+            [entry] = interpret(response(word, "hi", "bob"))
+            self.assertEqual(entry.kind, "message")
+        [entry] = interpret({"Timestamp": TS, "SENDER": "bob", "Response": "Info", "Content": "x"})
+        self.assertEqual((entry.kind, entry.sender, entry.content), ("info", "bob", "x"))
+
+    def history_variants(self) -> List[Any]:
+        m1 = response("message", "first", "alice")
+        m2 = response("message", "second", "bob")
+        return [
+            response("history", [m1, m2]),
+            response("history", [json.dumps(m1), json.dumps(m2)]),
+            response("history", json.dumps([m1, m2])),
+            response("history", json.dumps([json.dumps(m1), json.dumps(m2)])),
+            response("HISTORY", [json.dumps(json.dumps(m1)), m2]),
+        ]
+
+    def test_history_variants(self) -> None:
+        """
+        History as a list of objects, a list of JSON strings, one JSON
+        string, or strings encoded twice: all give the same messages in
+        order, marked as history.
+        """
+        for value in self.history_variants():
+            entries = interpret(value)
+            self.assertEqual(
+                [(e.kind, e.sender, e.content, e.history) for e in entries],
+                [("message", "alice", "first", True), ("message", "bob", "second", True)],
+                value,
+            )
+            lines = self.render(value)
+            self.assertIn("[history] <alice> first", lines[0])
+            self.assertIn("[history] <bob> second", lines[1])
+
+    def test_several_history_responses(self) -> None:
+        """
+        A history split over several responses shows in order.
+        """
+        a = response("history", [json.dumps(response("message", "1", "a"))])
+        b = response("history", [json.dumps(response("message", "2", "b"))])
+        self.assertEqual([e.content for e in interpret(a) + interpret(b)], ["1", "2"])
+
+    def test_empty_history(self) -> None:
+        """
+        An empty history (a list, an empty string, null or "[]") says so.
+        """
+        for content in ([], "", None, "[]"):
+            lines = self.render(response("history", content))
+            self.assertEqual(len(lines), 1)
+            self.assertIn("[history] (empty)", lines[0])
+
+    def test_history_odd_items(self) -> None:
+        """
+        History items that are plain text or not messages are shown too.
+        """
+        entries = interpret(
+            response("history", ["just text", response("info", "old info"), 42])
+        )
+        self.assertEqual(
+            [(e.kind, e.content) for e in entries],
+            [("message", "just text"), ("info", "old info"), ("message", 42)],
+        )
+        lines = self.render(response("history", ["just text"]))
+        self.assertIn("[history] <?> just text", lines[0])
+
+    def test_replayed_messages(self) -> None:
+        """
+        Old messages replayed as C{message} responses show as messages.
+        """
+        lines = self.render(response("message", "old", "carol", "2020-01-02T03:04:05Z"))
+        self.assertIn("<carol> old", lines[0])
+        self.assertTrue(lines[0].startswith("2020-01-0"))
+
+    def test_numeric_timestamps(self) -> None:
+        """
+        Timestamps as seconds or milliseconds since the epoch, as numeric
+        strings, as free text, or missing, all render.
+        """
+        renderer = Renderer(today=lambda: date(2026, 11, 24))
+        seconds = 1700000000
+        self.assertEqual(renderer.time(seconds), renderer.time(seconds * 1000))
+        self.assertEqual(renderer.time(seconds), renderer.time(str(seconds)))
+        self.assertRegex(renderer.time(seconds), r"^2023-11-1[45] \d\d:\d\d:\d\d$")
+        self.assertEqual(renderer.time("yesterday-ish"), "yesterday-ish")
+        self.assertEqual(renderer.time(None), "")
+        self.assertEqual(renderer.time(True), "true")
+        lines = self.render(response("message", "hi", "x", ts=None))
+        self.assertEqual(lines, ["<x> hi"])
+
+    def test_odd_senders(self) -> None:
+        """
+        An empty, missing or non-string sender is shown, not a crash.
+        """
+        self.assertIn("<?> hi", self.render(response("message", "hi", ""))[0])
+        self.assertIn("<?> hi", self.render({"response": "message", "content": "hi"})[0])
+        self.assertIn("<42> hi", self.render(response("message", "hi", 42))[0])  # type: ignore[arg-type]
+
+    def test_unknown_and_malformed(self) -> None:
+        """
+        Unknown response types, non-objects and undecodable data are shown.
+        """
+        self.assertIn("[whisper] <bob> psst", self.render(response("whisper", "psst", "bob"))[0])
+        self.assertIn("unexpected data from the server: [1, 2]", self.render([1, 2])[0])
+        self.assertIn("not JSON (Malformed JSON)", self.render(DecodeError("Malformed JSON"))[0])
+        self.assertIn("(Invalid UTF-8 in response)", self.render(DecodeError("Invalid UTF-8 in request"))[0])
+        self.assertIn('{"foo": 1}', self.render({"foo": 1})[0])
+        self.assertIn("<?> text only", self.render({"content": "text only"})[0])
+
+    def test_content_shapes(self) -> None:
+        """
+        Names as a list are joined; other JSON content is shown as JSON;
+        line breaks stay on one line in plain mode and become indented
+        continuation lines in interactive mode.
+        """
+        self.assertTrue(self.render(response("info", ["alice", "bob"]))[0].endswith("alice, bob"))
+        self.assertTrue(self.render(response("info", {"a": 1}))[0].endswith('{"a":1}'))
+        self.assertTrue(self.render(response("info", "a\nb"))[0].endswith("a\\nb"))
+        multi = Renderer(multiline=True)
+        [entry] = interpret(response("info", "a\r\nb"))
+        self.assertEqual(multi.lines(entry)[1:], ["  | b"])
+
+    def test_colour(self) -> None:
+        """
+        With colour on, errors are red and the text is unchanged; with it
+        off there are no escape codes at all.
+        """
+        [entry] = interpret(response("error", "bad"))
+        self.assertIn("\x1b[1;31m[error]\x1b[0m", Renderer(colour=True).lines(entry)[0])
+        for value in [response(k, "x", "bob") for k in ("message", "info", "error", "zz")]:
+            for entry in interpret(value):
+                self.assertNotIn("\x1b", Renderer(colour=False).lines(entry)[0])
+
+    def test_json_output(self) -> None:
+        """
+        --json prints each value on one ASCII line, controls escaped.
+        """
+        line = format_json(response("message", "hæ\x1b[2J\u2028", "a"))
+        self.assertNotIn("\n", line)
+        self.assertTrue(line.isascii())
+        self.assertEqual(json.loads(line)["content"], "hæ\x1b[2J\u2028")
+
+    def test_names_from(self) -> None:
+        """
+        The answer to C{names} gives the usernames, as a list or a string.
+        """
+        self.assertEqual(names_from("alice, bob"), ["alice", "bob"])
+        self.assertEqual(names_from(["alice", "bob", "no way"]), ["alice", "bob"])
+        self.assertEqual(names_from("Error: something went wrong!"), [])
+        self.assertEqual(names_from("alice bob;carol"), ["alice", "bob", "carol"])
+        # A long reply that is not names is refused quickly (no
+        # catastrophic backtracking).
+        self.assertEqual(names_from("a" * 5000 + "!"), [])
+
+
+@implementer(IChatView)
+class RecordingView:
+    def __init__(self) -> None:
+        self.values: List[Any] = []
+
+    def received(self, value: Any) -> None:
+        self.values.append(value)
+
+
+class ProtocolTests(TestCase):
+    """
+    L{ChatClientProtocol} over a L{StringTransport}.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.view = RecordingView()
+        self.proto = ChatClientProtocol(self.view, self.clock)
+        self.transport = StringTransport()
+        self.proto.makeConnection(self.transport)
+        self.endings: List[Any] = []
+        self.proto.ended.addCallback(self.endings.append)
+
+    def sent(self) -> List[bytes]:
+        data = self.transport.value()
+        self.transport.clear()
+        return data.splitlines(keepends=True)
+
+    def test_each_line_sends(self) -> None:
+        """
+        Each typed line sends one compact JSON request ending in a newline,
+        with null content for argument-less requests.
+        """
+        cases = [
+            ("login alice", b'{"request":"login","content":"alice"}\n'),
+            ("msg hei på deg", '{"request":"msg","content":"hei på deg"}\n'.encode("utf-8")),
+            ("names", b'{"request":"names","content":null}\n'),
+            ("help", b'{"request":"help","content":null}\n'),
+            ("logout", b'{"request":"logout","content":null}\n'),
+            ("/kick bob now", b'{"request":"kick","content":"bob now"}\n'),
+            ('msg say "hi"\\', b'{"request":"msg","content":"say \\"hi\\"\\\\"}\n'),
+        ]
+        for line, expected in cases:
+            self.clock.advance(REQUEST_GAP)
+            self.proto.send_line(line)
+            self.assertEqual(self.sent(), [expected])
+        self.proto.send_line("   ")
+        self.clock.advance(REQUEST_GAP)
+        self.assertEqual(self.sent(), [])
+
+    def test_one_request_per_write(self) -> None:
+        """
+        Requests typed (or piped) together go out one per write, spaced by
+        REQUEST_GAP, so a server reading one request per recv() sees them
+        one by one.
+        """
+        for line in ["login bot", "msg hi", "names", "logout"]:
+            self.proto.send_line(line)
+        self.assertEqual(len(self.sent()), 1)
+        for _ in range(3):
+            self.clock.advance(REQUEST_GAP * 0.4)
+            self.assertEqual(self.sent(), [])
+            self.clock.advance(REQUEST_GAP * 0.6 + 1e-9)
+            self.assertEqual(len(self.sent()), 1)
+        self.clock.advance(1)
+        self.assertEqual(self.sent(), [])
+        self.assertTrue(self.proto.logout_sent)
+
+    def test_stream_decoding_at_every_chunking(self) -> None:
+        """
+        Responses bare, newline-terminated, pretty-printed or several per
+        segment are decoded the same, split at every byte.
+        """
+        values = [
+            response("info", "Login successful"),
+            response("history", [json.dumps(response("message", "x", "a"))]),
+            response("message", "hæ {}[]\"\\", "a"),
+        ]
+        streams = [
+            b"".join(json.dumps(v).encode() for v in values),
+            b"".join(json.dumps(v).encode() + b"\n" for v in values),
+            b"".join(json.dumps(v, indent=2).encode() + b"\r\n" for v in values),
+            b"".join(json.dumps(v, ensure_ascii=False).encode() + b" \t" for v in values),
+        ]
+        for stream in streams:
+            for size in range(1, len(stream) + 1):
+                view = RecordingView()
+                proto = ChatClientProtocol(view, Clock())
+                proto.makeConnection(StringTransport())
+                for i in range(0, len(stream), size):
+                    proto.dataReceived(stream[i : i + size])
+                self.assertEqual(view.values, values, (stream, size))
+
+    def test_names_are_learned(self) -> None:
+        """
+        Senders of messages and history items and the answer to C{names}
+        are remembered for completion; other info is not mistaken for names.
+        """
+        self.proto.dataReceived(json.dumps(response("info", "Login successful")).encode())
+        self.proto.dataReceived(json.dumps(response("message", "hi", "alice")).encode())
+        self.proto.dataReceived(
+            json.dumps(response("history", [json.dumps(response("message", "x", "carol"))])).encode()
+        )
+        self.proto.send_line("names")
+        self.proto.dataReceived(json.dumps(response("info", "alice, bob, dave")).encode())
+        self.proto.dataReceived(json.dumps(response("info", "xyz")).encode())
+        self.assertEqual(self.proto.names, {"alice", "bob", "carol", "dave"})
+
+    def test_server_closes_after_logout(self) -> None:
+        """
+        The server closing the connection after logout is an expected end.
+        """
+        self.proto.send_line("logout")
+        self.proto.dataReceived(json.dumps(response("info", "Logged out")).encode())
+        self.proto.connectionLost(Failure(ierror.ConnectionDone()))
+        self.assertTrue(self.endings[0].expected)
+
+    def test_server_closes_unexpectedly(self) -> None:
+        """
+        The server closing or the connection breaking without a logout is
+        an unexpected end, with a reason for the user.
+        """
+        self.proto.connectionLost(Failure(ierror.ConnectionDone()))
+        self.assertEqual(self.endings[0].expected, False)
+        self.assertEqual(self.endings[0].reason, "the server closed the connection")
+        proto = ChatClientProtocol(RecordingView(), Clock())
+        proto.makeConnection(StringTransport())
+        endings: List[Any] = []
+        proto.ended.addCallback(endings.append)
+        proto.connectionLost(Failure(ierror.ConnectionLost()))
+        self.assertEqual(endings[0].reason, "connection lost: the connection broke")
+
+    def test_quit_lingers(self) -> None:
+        """
+        quit() sends what is queued, waits the linger time, then closes; an
+        ending the user asked for is expected.
+        """
+        self.proto.send_line("login a")
+        self.proto.send_line("msg b")
+        self.proto.quit(1.0)
+        self.proto.send_line("msg too late")
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(REQUEST_GAP)
+        self.assertEqual(len(self.sent()), 2)
+        self.clock.advance(0.9)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(0.2)
+        self.assertTrue(self.transport.disconnecting)
+        self.proto.connectionLost(Failure(ierror.ConnectionDone()))
+        self.assertTrue(self.endings[0].expected)
+
+    def test_quit_logs_out(self) -> None:
+        """
+        quit(logout=True) after a login (even one still waiting to go out)
+        sends logout first, then closes; without a login it sends nothing.
+        """
+        self.proto.quit(0, logout=True)
+        self.assertEqual(self.sent(), [])
+        proto = ChatClientProtocol(RecordingView(), Clock())
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        proto.send_line("help")
+        proto.send_line("login a")
+        proto.quit(0, logout=True)
+        self.assertFalse(transport.disconnecting)
+        proto.clock.advance(REQUEST_GAP)
+        proto.clock.advance(REQUEST_GAP)
+        self.assertEqual(len(transport.value().splitlines()), 3)
+        self.assertEqual(transport.value().splitlines()[-1], b'{"request":"logout","content":null}')
+        self.assertTrue(transport.disconnecting)
+
+    def test_too_large(self) -> None:
+        """
+        A response over the size bound ends the connection with a reason.
+        """
+        proto = ChatClientProtocol(self.view, Clock(), max_size=100)
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        endings: List[Any] = []
+        proto.ended.addCallback(endings.append)
+        proto.dataReceived(b'{"content": "' + b"x" * 200)
+        self.assertTrue(transport.disconnecting)
+        proto.connectionLost(Failure(ierror.ConnectionDone()))
+        self.assertFalse(endings[0].expected)
+        self.assertIn("too large", endings[0].reason)
+
+
+class OptionsTests(TestCase):
+    """
+    The command line.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        localhost port 9998 unless told otherwise.
+        """
+        options = Options()
+        options.parseOptions([])
+        self.assertEqual((options["host"], options["port"]), ("localhost", 9998))
+        self.assertEqual(options.target(), "localhost port 9998")
+
+    def test_endpoint_or_host(self) -> None:
+        """
+        --connect takes an endpoint description and excludes --host/--port;
+        bad ports are refused.
+        """
+        options = Options()
+        options.parseOptions(["--connect", "unix:path=/tmp/x.sock"])
+        self.assertEqual(options.target(), "unix:path=/tmp/x.sock")
+        self.assertRaises(usage.UsageError, Options().parseOptions, ["-c", "tcp:a:1", "-p", "2"])
+        self.assertRaises(usage.UsageError, Options().parseOptions, ["--port", "70000"])
+
+    def test_help_explains(self) -> None:
+        """
+        --help documents the conveniences and the modes.
+        """
+        text = str(Options())
+        for phrase in ("leading", "'/names' sends names", "Tab completes", "NO_COLOR", "--json", "logout"):
+            self.assertIn(phrase, text)
+
+    def test_describe_error(self) -> None:
+        """
+        The errors users hit get a short plain phrase.
+        """
+        self.assertIn("connection refused", describe_error(ierror.ConnectionRefusedError()))
+        self.assertEqual(describe_error(ierror.DNSLookupError("x")), "host not found")
+        self.assertEqual(describe_error(ierror.ConnectError(2, "No such file or directory.")), "no such file or directory")
+        self.assertEqual(describe_error(ierror.ConnectError(111)), "connection refused")

@@ -1,0 +1,695 @@
+"""
+The client as a real process: in plain mode against a real C{twistd -n chat}
+server process and against in-test servers that behave like the servers in
+the field (PROTOCOL.md, section 5), and in interactive mode in a
+pseudo-terminal.
+
+Everything listens on 127.0.0.1 port 0. Waiting is for conditions (a line
+on the screen, a process ending), never for a fixed time.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import sys
+import tempfile
+import termios
+from io import StringIO
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from twisted.conch.insults import helper, insults
+from twisted.internet import defer, protocol, reactor, task
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
+from twisted.internet.error import DNSLookupError
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import TestCase
+from zope.interface import implementer
+
+import chat.client
+from chat.client import ChatClientProtocol, IChatView
+from chat.wire import DecodeError, StreamDecoder
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+#: How long any one wait may take before the test fails (a bound, not a
+#: timing assertion: on a sane machine every wait ends far sooner).
+PATIENCE = 20.0
+
+
+def temp_dir(test: TestCase) -> str:
+    """
+    A fresh directory outside the checkout, removed at cleanup.
+    """
+    path = tempfile.mkdtemp(prefix="chat-client-test-")
+    test.addCleanup(shutil.rmtree, path, True)
+    return path
+
+
+def child_env(**extra: str) -> Dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["NO_COLOR"] = "1"
+    env.pop("COLUMNS", None)
+    env.update(extra)
+    return env
+
+
+async def wait_for(predicate: Callable[[], Any], what: str) -> None:
+    """
+    Poll until C{predicate()} is true; fail the test after L{PATIENCE}.
+    """
+    deadline = reactor.seconds() + PATIENCE
+    while not predicate():
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        await task.deferLater(reactor, 0.01, lambda: None)
+
+
+class _ServerProcess(protocol.ProcessProtocol):
+    def __init__(self) -> None:
+        self.output = b""
+        self.port: defer.Deferred = defer.Deferred()
+        self.ended: defer.Deferred = defer.Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+        match = re.search(rb"Listening on (?:IPv4Address\([^)]*port=(\d+)\)|UNIXAddress)", self.output)
+        if match and not self.port.called:
+            self.port.callback(int(match.group(1) or 0))
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Any) -> None:
+        self.ended.callback(None)
+        if not self.port.called:
+            self.port.errback(AssertionError(f"server did not start: {self.output!r}"))
+
+
+async def start_server(
+    test: TestCase, *options: str, listen: str = "tcp:0:interface=127.0.0.1"
+) -> Tuple[int, _ServerProcess]:
+    """
+    Run C{twistd -n chat} on an ephemeral loopback port (or C{listen});
+    killed at cleanup.
+    """
+    server = _ServerProcess()
+    workdir = temp_dir(test)
+    args = [
+        sys.executable,
+        "-c",
+        "from twisted.scripts.twistd import run; run()",
+        "-n",
+        "--pidfile=",
+        "chat",
+        "-p",
+        listen,
+        "-d",
+        ":memory:",
+        *options,
+    ]
+    transport = reactor.spawnProcess(server, sys.executable, args, env=child_env(), path=workdir)
+
+    def stop() -> defer.Deferred:
+        if not server.ended.called:
+            transport.signalProcess("KILL")
+        return server.ended
+
+    test.addCleanup(stop)
+    port = await server.port
+    return port, server
+
+
+class _ClientProcess(protocol.ProcessProtocol):
+    def __init__(self, stdin: Optional[bytes]) -> None:
+        self.stdin = stdin
+        self.out = b""
+        self.err = b""
+        self.code: Optional[int] = None
+        self.ended: defer.Deferred = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        if self.stdin is not None:
+            self.transport.write(self.stdin)
+            self.transport.closeStdin()
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+
+    def errReceived(self, data: bytes) -> None:
+        self.err += data
+
+    def processEnded(self, reason: Any) -> None:
+        self.code = reason.value.exitCode
+        self.ended.callback(self)
+
+    @property
+    def lines(self) -> List[str]:
+        return self.out.decode("utf-8").splitlines()
+
+
+def spawn_client(test: TestCase, args: List[str], stdin: Optional[bytes]) -> _ClientProcess:
+    """
+    Run C{python -m chat.client ARGS} with pipes; with C{stdin} None, its
+    input stays open. Killed at cleanup if still running.
+    """
+    client = _ClientProcess(stdin)
+    argv = [sys.executable, "-m", "chat.client", *args]
+    transport = reactor.spawnProcess(client, sys.executable, argv, env=child_env(), path=REPO)
+
+    def stop() -> defer.Deferred:
+        if not client.ended.called:
+            transport.signalProcess("KILL")
+        return client.ended
+
+    test.addCleanup(stop)
+    return client
+
+
+async def run_client(test: TestCase, args: List[str], stdin: bytes) -> _ClientProcess:
+    return await spawn_client(test, args, stdin).ended
+
+
+def free_port() -> int:
+    """
+    A loopback port nobody listens on (just released).
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+SCRIPT = b"login bot\nmsg hi\nnames\nlogout\n"
+
+
+class RealServerTests(TestCase):
+    """
+    The client process in plain mode against the real server process.
+    """
+
+    async def test_plain_session(self) -> None:
+        """
+        The issue's example: log in, send, list names, ask for help, log
+        out; every response is one line, and the client exits 0 when the
+        server closes after logout.
+        """
+        port, _ = await start_server(self)
+        client = await run_client(
+            self, ["--port", str(port)], b"login bot\nmsg hi\nnames\nhelp\nlogout\n"
+        )
+        self.assertEqual(client.code, 0, client.err)
+        self.assertEqual(client.err, b"")
+        kinds = [re.sub(r"^\d\d:\d\d:\d\d ", "", line) for line in client.lines]
+        self.assertEqual(len(kinds), 6, kinds)
+        self.assertTrue(kinds[0].startswith("[info] Login successful"))
+        self.assertEqual(kinds[1], "[history] (empty)")
+        self.assertEqual(kinds[2], "<bot> hi")
+        self.assertEqual(kinds[3], "[info] bot")
+        self.assertTrue(kinds[4].startswith("[info] Requests this server supports:\\n"))
+        self.assertTrue(kinds[5].startswith("[info] "))
+
+    async def history_seen(self, *server_options: str) -> None:
+        port, _ = await start_server(self, *server_options)
+        first = await run_client(
+            self, ["--port", str(port)], b"login alice\nmsg one\nmsg two \xc3\xa6\nlogout\n"
+        )
+        self.assertEqual(first.code, 0, first.err)
+        second = await run_client(self, ["--port", str(port)], b"login bob\nlogout\n")
+        history = [line for line in second.lines if "[history]" in line]
+        self.assertEqual(len(history), 2, second.lines)
+        self.assertTrue(history[0].endswith("[history] <alice> one"))
+        self.assertTrue(history[1].endswith("[history] <alice> two æ"))
+
+    async def test_history_as_strings(self) -> None:
+        """
+        A later client sees the earlier messages as history, in order
+        (the server's default: items as JSON strings).
+        """
+        await self.history_seen()
+
+    async def test_history_as_objects(self) -> None:
+        """
+        The same with the server sending history items as objects.
+        """
+        await self.history_seen("--history-format", "object")
+
+    async def test_json_mode(self) -> None:
+        """
+        --json prints each response as received, one JSON object per line.
+        """
+        port, _ = await start_server(self)
+        client = await run_client(self, ["--json", "--port", str(port)], SCRIPT)
+        self.assertEqual(client.code, 0, client.err)
+        values = [json.loads(line) for line in client.lines]
+        self.assertEqual(
+            [v["response"] for v in values], ["info", "history", "message", "info", "info"]
+        )
+        self.assertEqual(values[2]["content"], "hi")
+        self.assertTrue(all(isinstance(v["timestamp"], str) for v in values))
+
+    async def test_input_ends_without_logout(self) -> None:
+        """
+        Without a logout the client waits --wait seconds after the input
+        ends, shows what came, closes and exits 0.
+        """
+        port, _ = await start_server(self)
+        client = await run_client(
+            self, ["--wait", "0.3", "--connect", f"tcp:host=127.0.0.1:port={port}"],
+            b"login bot\nmsg no newline at the end",
+        )
+        self.assertEqual(client.code, 0, client.err)
+        self.assertTrue(client.lines[-1].endswith("<bot> no newline at the end"), client.lines)
+
+    async def test_unix_endpoint(self) -> None:
+        """
+        --connect takes any client endpoint description: here a Unix socket.
+        """
+        path = os.path.join(temp_dir(self), "chat.sock")
+        await start_server(self, listen=f"unix:{path}")
+        client = await run_client(self, ["--connect", f"unix:path={path}"], SCRIPT)
+        self.assertEqual(client.code, 0, client.err)
+        self.assertTrue(client.lines[2].endswith("<bot> hi"), client.lines)
+
+    async def test_connection_refused(self) -> None:
+        """
+        Nobody listening: one clear line on stderr, exit status 1.
+        """
+        port = free_port()
+        client = await run_client(self, ["--host", "127.0.0.1", "--port", str(port)], b"")
+        self.assertEqual(client.code, 1)
+        self.assertEqual(client.out, b"")
+        self.assertEqual(
+            client.err.decode(),
+            f"chat: cannot connect to 127.0.0.1 port {port}: "
+            "connection refused (is the server running?)\n",
+        )
+
+    async def test_usage_error(self) -> None:
+        """
+        A bad option: a short message and exit status 2.
+        """
+        client = await run_client(self, ["--port", "x"], b"")
+        self.assertEqual(client.code, 2)
+        self.assertIn(b"chat: ", client.err)
+        self.assertEqual(len(client.err.splitlines()), 3)
+
+    async def test_server_goes_away(self) -> None:
+        """
+        The server dying mid-session: a one-line error, exit status 1.
+        """
+        port, server = await start_server(self)
+        client = spawn_client(self, ["--port", str(port)], None)
+        client_transport = client.transport
+        client_transport.write(b"login bot\n")
+        await wait_for(lambda: b"Login successful" in client.out, "the login reply")
+        os.kill(server.transport.pid, signal.SIGKILL)
+        await client.ended
+        self.assertEqual(client.code, 1)
+        self.assertIn(
+            client.err.decode(),
+            ["chat: the server closed the connection\n", "chat: connection lost: the connection broke\n"],
+        )
+
+
+class MainTests(TestCase):
+    """
+    The error paths of L{chat.client.main}, in process.
+    """
+
+    def test_host_not_found(self) -> None:
+        """
+        A name that does not resolve: "host not found", status 1. (A fake
+        endpoint fails as the resolver would; no lookup goes out.)
+        """
+
+        class Unresolvable:
+            def connect(self, factory: Any) -> defer.Deferred:
+                return defer.fail(DNSLookupError("nosuchhost.example"))
+
+        self.patch(chat.client, "make_endpoint", lambda reactor, options: Unresolvable())
+        stderr = StringIO()
+        self.patch(sys, "stderr", stderr)
+        d = defer.ensureDeferred(chat.client.main(reactor, "--host", "nosuchhost.example", "--plain"))
+        failure = self.failureResultOf(d, SystemExit)
+        self.assertEqual(failure.value.code, 1)
+        self.assertEqual(
+            stderr.getvalue(), "chat: cannot connect to nosuchhost.example port 9998: host not found\n"
+        )
+
+
+# Servers that behave like the ones in the field.
+
+
+class FieldServer(protocol.Protocol):
+    """
+    A chat server in the style of the field, configured by C{factory.style}:
+
+    - C{newline}: end each response with "\\n" (else bare JSON);
+    - C{indent}: pretty-print responses over several lines;
+    - C{history}: "strings" (each item a JSON string), "objects", "onestring"
+      (the whole list as one JSON string), "split" (one history response per
+      item) or "replay" (old messages sent again as message responses, with
+      numeric timestamps, and no history response);
+    - C{together}: send the login replies in one write;
+    - C{close_on_logout}: close the connection after logout;
+    - C{case}: a function applied to response words.
+    """
+
+    factory: "FieldFactory"
+
+    def connectionMade(self) -> None:
+        self.decoder = StreamDecoder()
+        self.username: Optional[str] = None
+        self.factory.connections.append(self)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.factory.connections.remove(self)
+
+    def encode(self, word: str, content: Any, sender: str = "server", ts: Any = "12:00:00") -> bytes:
+        style = self.factory.style
+        word = style.get("case", lambda w: w)(word)
+        obj = {"timestamp": ts, "sender": sender, "response": word, "content": content}
+        text = json.dumps(obj, indent=style.get("indent"))
+        return (text + ("\n" if style.get("newline") else "")).encode("utf-8")
+
+    def dataReceived(self, data: bytes) -> None:
+        self.factory.received.append(data)
+        for value in self.decoder.feed(data):
+            if isinstance(value, DecodeError):
+                self.transport.write(self.encode("error", value.reason))
+                continue
+            self.handle(value.get("request"), value.get("content"))
+
+    def handle(self, request: str, content: Any) -> None:
+        style = self.factory.style
+        old = [("alice", "first", 1700000000), ("carol", "second", 1700000060)]
+        if request == "login":
+            self.username = content
+            replies = [self.encode("info", "Login successful")]
+            history = style.get("history", "strings")
+            messages = [json.loads(self.encode("message", t, s)) for s, t, _ in old]
+            if history == "strings":
+                replies.append(self.encode("history", [json.dumps(m) for m in messages]))
+            elif history == "objects":
+                replies.append(self.encode("history", messages))
+            elif history == "onestring":
+                replies.append(self.encode("history", json.dumps(messages)))
+            elif history == "split":
+                replies += [self.encode("history", [json.dumps(m)]) for m in messages]
+            elif history == "replay":
+                replies += [self.encode("msg", t, s, ts) for s, t, ts in old]
+            if style.get("together"):
+                self.transport.write(b"".join(replies))
+            else:
+                for reply in replies:
+                    self.transport.write(reply)
+        elif request == "msg":
+            for connection in self.factory.connections:
+                connection.transport.write(self.encode("message", content, self.username or ""))
+        elif request == "names":
+            names = [c.username for c in self.factory.connections if c.username]
+            self.transport.write(self.encode("info", ", ".join(names)))
+        elif request == "logout":
+            self.transport.write(self.encode("info", "Bye"))
+            if style.get("close_on_logout"):
+                self.transport.loseConnection()
+        else:
+            self.transport.write(self.encode("error", f"Unknown request {request}"))
+
+
+class FieldFactory(protocol.Factory):
+    protocol = FieldServer
+
+    def __init__(self, style: Dict[str, Any]) -> None:
+        self.style = style
+        self.connections: List[FieldServer] = []
+        self.received: List[bytes] = []
+
+
+async def start_field_server(test: TestCase, **style: Any) -> Tuple[int, FieldFactory]:
+    factory = FieldFactory(style)
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
+
+    async def stop() -> None:
+        for connection in list(factory.connections):
+            connection.transport.abortConnection()
+        await port.stopListening()
+
+    test.addCleanup(lambda: defer.ensureDeferred(stop()))
+    return port.getHost().port, factory
+
+
+class FieldServerTests(TestCase):
+    """
+    The client process against servers that behave like the field: each
+    shows the history (in order, marked as such, or replayed), the
+    messages, the names and the logout, and the client exits 0.
+    """
+
+    async def session(self, replayed: bool = False, **style: Any) -> List[str]:
+        port, factory = await start_field_server(self, **style)
+        client = await run_client(self, ["--wait", "0.3", "--port", str(port), "--host", "127.0.0.1"], SCRIPT)
+        self.assertEqual(client.code, 0, client.err)
+        self.assertEqual(client.err, b"")
+        text = [re.sub(r"^12:00:00 ", "", line) for line in client.lines]
+        marker = "" if replayed else "[history] "
+        self.assertEqual(text[0], "[info] Login successful")
+        self.assertTrue(text[1].endswith(f"{marker}<alice> first"), text)
+        self.assertTrue(text[2].endswith(f"{marker}<carol> second"), text)
+        self.assertEqual(text[3:], ["<bot> hi", "[info] bot", "[info] Bye"])
+        # What the server got: one compact request and its newline each.
+        requests = b"".join(factory.received).splitlines()
+        self.assertEqual(
+            [json.loads(r) for r in requests],
+            [
+                {"request": "login", "content": "bot"},
+                {"request": "msg", "content": "hi"},
+                {"request": "names", "content": None},
+                {"request": "logout", "content": None},
+            ],
+        )
+        self.assertEqual(requests[2], b'{"request":"names","content":null}')
+        return text
+
+    async def test_bare_history_strings_close_on_logout(self) -> None:
+        """
+        The reference server's habits: bare JSON, history items as JSON
+        strings, close after logout.
+        """
+        await self.session(history="strings", close_on_logout=True)
+
+    async def test_history_objects_pretty_together(self) -> None:
+        """
+        History as objects, pretty-printed, the login replies in one write,
+        upper-case response words, no close after logout.
+        """
+        await self.session(history="objects", indent=2, together=True, case=str.upper)
+
+    async def test_history_one_string(self) -> None:
+        """
+        The whole history as one JSON string, newline-terminated.
+        """
+        await self.session(history="onestring", newline=True, close_on_logout=True)
+
+    async def test_several_history_responses(self) -> None:
+        """
+        One history response per old message, sent together.
+        """
+        await self.session(history="split", together=True)
+
+    async def test_replayed_messages(self) -> None:
+        """
+        Old messages replayed as "msg" responses with numeric timestamps.
+        """
+        text = await self.session(replayed=True, history="replay", close_on_logout=True)
+        self.assertRegex(text[1], r"^2023-11-1[45] \d\d:\d\d:\d\d <alice> first$")
+
+
+# Interactive mode in a pseudo-terminal.
+
+
+@implementer(IChatView)
+class _Recorder:
+    def __init__(self) -> None:
+        self.values: List[Any] = []
+
+    def received(self, value: Any) -> None:
+        self.values.append(value)
+
+
+class _MasterReader:
+    """
+    Reads the master side of a pseudo-terminal into a terminal emulator.
+    """
+
+    def __init__(self, fd: int, width: int) -> None:
+        self.fd = fd
+        self.raw = b""
+        self.screen = helper.TerminalBuffer()
+        self.screen.width = width
+        self.screen.unhandledControlSequence = lambda seq: None  # type: ignore[method-assign]
+        self.emulator = insults.ClientProtocol(lambda: self.screen)
+        self.emulator.makeConnection(StringTransport())
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def logPrefix(self) -> str:
+        return "pty"
+
+    def doRead(self) -> None:
+        try:
+            data = os.read(self.fd, 65536)
+        except OSError:
+            reactor.removeReader(self)
+            return
+        self.raw += data
+        self.emulator.dataReceived(data)
+
+    def connectionLost(self, reason: Any) -> None:
+        pass
+
+    def text(self) -> str:
+        return bytes(self.screen).decode("ascii", "replace")
+
+    def rows(self) -> List[str]:
+        rows = self.text().split("\n")
+        while rows and not rows[-1].strip():
+            rows.pop()
+        return rows
+
+
+class InteractiveTests(TestCase):
+    """
+    The client in interactive mode on a pseudo-terminal.
+    """
+
+    def start(self, port: int, width: int = 80) -> Tuple[_ClientProcess, _MasterReader, int]:
+        master, slave = os.openpty()
+        self.addCleanup(os.close, master)
+        self.addCleanup(os.close, slave)
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, width, 0, 0))
+        self.saved = termios.tcgetattr(slave)
+        reader = _MasterReader(master, width)
+        reactor.addReader(reader)
+        self.addCleanup(reactor.removeReader, reader)
+        client = _ClientProcess(None)
+        argv = [sys.executable, "-m", "chat.client", "--host", "127.0.0.1", "--port", str(port)]
+        transport = reactor.spawnProcess(
+            client,
+            sys.executable,
+            argv,
+            env=child_env(TERM="xterm"),
+            path=REPO,
+            childFDs={0: slave, 1: slave, 2: slave},
+        )
+
+        def stop() -> defer.Deferred:
+            if not client.ended.called:
+                transport.signalProcess("KILL")
+            return client.ended
+
+        self.addCleanup(stop)
+        return client, reader, slave
+
+    def assert_restored(self, slave: int) -> None:
+        """
+        The terminal settings are as before the client ran, and standard
+        input is blocking again.
+        """
+        self.assertEqual(termios.tcgetattr(slave), self.saved)
+        self.assertFalse(fcntl.fcntl(slave, fcntl.F_GETFL) & os.O_NONBLOCK)
+
+    async def test_message_while_typing(self) -> None:
+        """
+        Type part of a line; a message from another client arrives; it shows
+        above, the partial line is intact with the cursor after it; the line
+        is then sent whole. Ctrl-D logs out, exits 0 and restores the
+        terminal.
+        """
+        port, _ = await start_server(self)
+        client, screen, slave = self.start(port)
+        await wait_for(lambda: "Connected to" in screen.text(), "the greeting")
+        os.write(screen.fd, b"login alice\r")
+        await wait_for(lambda: "Login successful" in screen.text(), "the login reply")
+        os.write(screen.fd, b"msg hello wor")
+        await wait_for(lambda: screen.rows()[-1] == "> msg hello wor", "the partial line")
+
+        bob_view = _Recorder()
+        bob = ChatClientProtocol(bob_view, reactor)
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), bob)
+        self.addCleanup(lambda: bob.transport.abortConnection())
+        bob.send_line("login bob")
+        bob.send_line("msg hi from bob")
+        await wait_for(lambda: "<bob> hi from bob" in screen.text(), "bob's message")
+        rows = screen.rows()
+        self.assertTrue(rows[-2].endswith("<bob> hi from bob"), rows)
+        self.assertEqual(rows[-1], "> msg hello wor")
+        self.assertEqual((screen.screen.x, screen.screen.y), (len("> msg hello wor"), len(rows) - 1))
+
+        os.write(screen.fd, b"ld\r")
+        await wait_for(
+            lambda: any(
+                isinstance(v, dict) and v.get("sender") == "alice" for v in bob_view.values
+            ),
+            "alice's message at bob",
+        )
+        [message] = [v for v in bob_view.values if v.get("sender") == "alice"]
+        self.assertEqual(message["content"], "hello world")
+        await wait_for(lambda: "<alice> hello world" in screen.text(), "the echo")
+
+        os.write(screen.fd, b"\x04")
+        await client.ended
+        self.assertEqual(client.code, 0)
+        self.assert_restored(slave)
+
+    async def test_ctrl_c(self) -> None:
+        """
+        Ctrl-C (a key in raw mode, not a signal) quits and restores the
+        terminal; a partial line is dropped, not sent.
+        """
+        port, factory = await start_field_server(self, newline=True)
+        client, screen, slave = self.start(port)
+        await wait_for(lambda: "Connected to" in screen.text(), "the greeting")
+        os.write(screen.fd, b"help\r")
+        await wait_for(lambda: "Unknown request help" in screen.text(), "the reply")
+        os.write(screen.fd, b"msg unfinished\x03")
+        await client.ended
+        self.assertEqual(client.code, 0)
+        self.assertEqual(b"".join(factory.received), b'{"request":"help","content":null}\n')
+        self.assert_restored(slave)
+
+    async def test_sigterm(self) -> None:
+        """
+        Killed with SIGTERM, the client still restores the terminal.
+        """
+        port, factory = await start_field_server(self, newline=True)
+        client, screen, slave = self.start(port)
+        await wait_for(lambda: "Connected to" in screen.text(), "the greeting")
+        os.write(screen.fd, b"msg partial")
+        await wait_for(lambda: screen.rows()[-1] == "> msg partial", "the partial line")
+        client.transport.signalProcess("TERM")
+        await client.ended
+        self.assert_restored(slave)
+
+    async def test_server_gone(self) -> None:
+        """
+        The server closing the connection: the terminal is restored and one
+        line says why; exit status 1.
+        """
+        port, factory = await start_field_server(self, newline=True)
+        client, screen, slave = self.start(port)
+        await wait_for(lambda: "Connected to" in screen.text(), "the greeting")
+        os.write(screen.fd, b"msg partial")
+        await wait_for(lambda: screen.rows()[-1] == "> msg partial", "the partial line")
+        factory.connections[0].transport.loseConnection()
+        await client.ended
+        self.assertEqual(client.code, 1)
+        self.assert_restored(slave)
+        await wait_for(lambda: "chat: the server closed the connection" in screen.text(), "the error")

@@ -1,0 +1,309 @@
+"""
+Tests for the interactive line editor, L{chat.terminal.ChatConsole}, driven
+through L{insults.ServerProtocol} as the real terminal drives it, with the
+output played into Twisted's in-memory terminal emulator to see the screen.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Set
+
+from twisted.conch.insults import helper, insults
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import TestCase
+
+from chat import terminal
+from chat.client import Options, Renderer, parse_input
+from chat.terminal import (
+    ChatConsole,
+    InteractiveFrontEnd,
+    PlainFrontEnd,
+    char_width,
+    json_formatter,
+    make_front_end,
+    plain_formatter,
+)
+
+
+class FakeClient:
+    """
+    Stands in for L{chat.client.ChatClientProtocol}: records typed lines.
+    """
+
+    def __init__(self) -> None:
+        self.lines: List[str] = []
+        self.names: Set[str] = set()
+
+    def send_line(self, line: str) -> Any:
+        self.lines.append(line)
+        return parse_input(line)
+
+
+class Screen:
+    """
+    A console wired to a keyboard and a screen in memory.
+    """
+
+    def __init__(self, width: int = 80) -> None:
+        self.client = FakeClient()
+        self.quits = 0
+        self.console = ChatConsole(Renderer(multiline=True), lambda: width)
+        self.console.client = self.client  # type: ignore[assignment]
+
+        def quit() -> None:
+            self.quits += 1
+
+        self.console.on_quit = quit
+        self.keyboard = insults.ServerProtocol(lambda: self.console)
+        self.output = StringTransport()
+        self.keyboard.makeConnection(self.output)
+        self.buffer = helper.TerminalBuffer()
+        self.buffer.width = width
+        self.emulator = insults.ClientProtocol(lambda: self.buffer)
+        self.emulator.makeConnection(StringTransport())
+        self.flush()
+
+    def flush(self) -> None:
+        self.emulator.dataReceived(self.output.value())
+        self.output.clear()
+
+    def type(self, keys: bytes) -> None:
+        self.keyboard.dataReceived(keys)
+        self.flush()
+
+    def show(self, *lines: str) -> None:
+        self.console.show(list(lines))
+        self.flush()
+
+    def lines(self) -> List[str]:
+        text = bytes(self.buffer).decode("ascii", "replace")
+        rows = text.split("\n")
+        while rows and not rows[-1]:
+            rows.pop()
+        return rows
+
+    def row(self) -> str:
+        return bytes(self.buffer).decode("ascii").split("\n")[self.buffer.y]
+
+    @property
+    def cursor(self) -> int:
+        return self.buffer.x
+
+
+class ConsoleTests(TestCase):
+    """
+    The interactive input line.
+    """
+
+    def test_message_above_partial_line(self) -> None:
+        """
+        A message arriving while a line is typed appears above it; the
+        partial line and the cursor are as they were, and the finished line
+        is sent whole.
+        """
+        s = Screen()
+        s.type(b"msg hello wor")
+        s.show("12:00:00 <bob> hi there")
+        self.assertEqual(s.lines(), ["12:00:00 <bob> hi there", "> msg hello wor"])
+        self.assertEqual(s.cursor, len("> msg hello wor"))
+        s.type(b"ld\r")
+        self.assertEqual(s.client.lines, ["msg hello world"])
+        self.assertEqual(s.lines()[-2:], ["> msg hello world", "> "])
+
+    def test_message_mid_edit(self) -> None:
+        """
+        With the cursor in the middle of the line, a message does not move
+        it, and typing goes on where it was.
+        """
+        s = Screen()
+        s.type(b"msg ac")
+        s.type(b"\x1b[D")  # left
+        s.show("one", "two")
+        self.assertEqual(s.lines(), ["one", "two", "> msg ac"])
+        self.assertEqual(s.cursor, len("> msg a"))
+        s.type(b"b\r")
+        self.assertEqual(s.client.lines, ["msg abc"])
+
+    def test_editing_keys(self) -> None:
+        """
+        Backspace, Delete, Home/End, Ctrl-A/E/U/K/W edit the line.
+        """
+        s = Screen()
+        s.type(b"msg hellx\x7fo")
+        self.assertEqual(s.row(), "> msg hello")
+        s.type(b"\x01\x1b[3~\x05X")  # Home, Delete, End, X
+        self.assertEqual(s.row(), "> sg helloX")
+        s.type(b"\x17")  # Ctrl-W
+        self.assertEqual(s.row(), "> sg ")
+        s.type(b"\x01\x0b")  # Ctrl-A, Ctrl-K
+        self.assertEqual(s.row(), "> ")
+        s.type(b"abc\x15")  # Ctrl-U
+        self.assertEqual(s.row(), "> ")
+        s.type(b"\x1b[2~")  # Insert: typeover
+        s.type(b"abc\x01X")
+        self.assertEqual(s.row(), "> Xbc")
+
+    def test_input_history(self) -> None:
+        """
+        Up and Down recall earlier lines and come back to the draft.
+        """
+        s = Screen()
+        s.type(b"msg one\rmsg two\rdraft")
+        s.type(b"\x1b[A")
+        self.assertEqual(s.row(), "> msg two")
+        s.type(b"\x1b[A\x1b[A")
+        self.assertEqual(s.row(), "> msg one")
+        s.type(b"\x1b[B")
+        self.assertEqual(s.row(), "> msg two")
+        s.type(b"\x1b[B")
+        self.assertEqual(s.row(), "> draft")
+        s.type(b"\x10\r")  # Ctrl-P, Enter: send the recalled line again
+        self.assertEqual(s.client.lines, ["msg one", "msg two", "msg two"])
+
+    def test_tab_completion(self) -> None:
+        """
+        Tab completes usernames after the first word and request words at
+        the start; with several matches it extends the common part or lists
+        them above the line.
+        """
+        s = Screen()
+        s.client.names.update({"alice", "albert", "bob"})
+        s.type(b"msg hi b\t")
+        self.assertEqual(s.row(), "> msg hi bob ")
+        s.type(b"\x15msg al\t")
+        self.assertEqual(s.lines()[-2:], ["*** albert alice", "> msg al"])
+        s.type(b"i\tx")
+        self.assertEqual(s.row(), "> msg alice x")
+        s.type(b"\x15na\t")
+        self.assertEqual(s.row(), "> names ")
+        s.type(b"\x15/lo\t")
+        self.assertEqual(s.row(), "> /log")
+        s.type(b"\x15zz\t")
+        self.assertEqual(s.row(), "> zz")
+
+    def test_long_line_scrolls(self) -> None:
+        """
+        A line longer than the terminal scrolls sideways instead of
+        wrapping, so it never spills onto other lines, and is sent whole.
+        """
+        s = Screen(width=20)
+        text = b"msg " + b"".join(bytes([ord("a") + i % 26]) for i in range(50))
+        s.type(text)
+        self.assertEqual(len(s.lines()), 1)
+        self.assertTrue(s.row().endswith(text[-10:].decode()))
+        self.assertLess(s.cursor, 20)
+        s.show("news")
+        self.assertEqual(len(s.lines()), 2)
+        s.type(b"\x01")
+        self.assertTrue(s.row().startswith("> msg abc"))
+        s.type(b"\r")
+        self.assertEqual(s.client.lines, [text.decode()])
+
+    def test_non_ascii_input(self) -> None:
+        """
+        UTF-8 input is taken as characters (one cursor step each), split
+        across reads or not.
+        """
+        s = Screen()
+        data = "msg blåbær 你".encode("utf-8")
+        for i in range(len(data)):
+            s.keyboard.dataReceived(data[i : i + 1])
+        s.type(b"\x7f\x1b[D\x7f\r")
+        self.assertEqual(s.client.lines, ["msg blåbæ "])
+        self.assertEqual(char_width("你"), 2)
+        self.assertEqual(char_width("\u0301"), 0)
+
+    def test_keys_that_are_not_text(self) -> None:
+        """
+        Function keys, Alt chords and stray control keys insert nothing.
+        """
+        s = Screen()
+        s.type(b"a\x1bOP\x1b[15~\x1bx\x07\x00\x1b[1;5Cb")
+        self.assertEqual(s.row(), "> ab")
+
+    def test_quit_keys(self) -> None:
+        """
+        Ctrl-D on an empty line and Ctrl-C quit; Ctrl-D in a line deletes.
+        """
+        s = Screen()
+        s.type(b"ab\x01\x04")
+        self.assertEqual((s.row(), s.quits), ("> b", 0))
+        s.type(b"\x05\x15\x04")
+        self.assertEqual(s.quits, 1)
+        s.type(b"abc\x03")
+        self.assertEqual(s.quits, 2)
+
+    def test_blank_lines(self) -> None:
+        """
+        Enter on an empty line leaves no echo and sends nothing visible.
+        """
+        s = Screen()
+        s.type(b"\r\r")
+        self.assertEqual(s.lines(), ["> "])
+
+    def test_redraw(self) -> None:
+        """
+        Ctrl-L clears the screen and redraws the input line.
+        """
+        s = Screen()
+        s.show("old")
+        s.type(b"xy\x0c")
+        self.assertEqual(s.lines(), ["> xy"])
+
+
+class FormatterTests(TestCase):
+    """
+    The plain mode formatters.
+    """
+
+    def test_plain_one_line_each(self) -> None:
+        """
+        Plain mode gives one line per response, one per history item.
+        """
+        lines = plain_formatter(Renderer())(
+            {"timestamp": None, "sender": "s", "response": "history", "content": ['{"sender":"a","response":"message","content":"x\\ny"}']}
+        )
+        self.assertEqual(lines, ["[history] <a> x\\ny"])
+
+    def test_json_passes_values(self) -> None:
+        """
+        --json prints the value as received.
+        """
+        value = {"timestamp": 1, "sender": "s", "response": "info", "content": None}
+        self.assertEqual(json_formatter(value), ['{"timestamp":1,"sender":"s","response":"info","content":null}'])
+
+
+class FrontEndChoiceTests(TestCase):
+    """
+    Which mode and whether colours, from the streams and the environment.
+    """
+
+    def choose(self, tty: bool, env: dict, *args: str) -> Any:
+        options = Options()
+        options.parseOptions(list(args))
+        self.patch(terminal.os, "isatty", lambda fd: tty)
+        self.patch(terminal.os, "environ", env)
+        return make_front_end(None, options)
+
+    def test_terminal(self) -> None:
+        """
+        On a terminal: interactive, in colour unless NO_COLOR or --no-color.
+        """
+        front = self.choose(True, {"TERM": "xterm"})
+        self.assertIsInstance(front, InteractiveFrontEnd)
+        self.assertTrue(front.renderer.colour)
+        self.assertFalse(self.choose(True, {"TERM": "xterm", "NO_COLOR": "1"}).renderer.colour)
+        self.assertFalse(self.choose(True, {"TERM": "xterm"}, "--no-color").renderer.colour)
+
+    def test_not_a_terminal(self) -> None:
+        """
+        Not a terminal, a dumb terminal, --plain or --json: plain mode, and
+        no colours when output is not a terminal.
+        """
+        front = self.choose(False, {"TERM": "xterm"})
+        self.assertIsInstance(front, PlainFrontEnd)
+        [line] = front.formatter({"response": "error", "content": "x"})
+        self.assertNotIn("\x1b", line)
+        self.assertIsInstance(self.choose(True, {"TERM": "dumb"}), PlainFrontEnd)
+        self.assertIsInstance(self.choose(True, {"TERM": "xterm"}, "--plain"), PlainFrontEnd)
+        self.assertIs(self.choose(True, {}, "--json").formatter, json_formatter)

@@ -1,0 +1,680 @@
+"""
+The reliability suite: hostile clients and faults on real loopback sockets.
+
+The first part runs the server in this process on the real reactor (so a
+test can look inside it) with clients on plain non-blocking sockets; the
+second part runs real C{twistd -n chat} processes and signals them. Every
+test is bounded in count and time and stops by itself; none asserts a
+timing (figures are for C{bench/hostile.py}).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Callable, List, Optional
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+
+from chat.protocol import ChatServerFactory, ChatServerProtocol, ConnectionLimits
+from chat.service import ChatService, Limits
+from chat.store import MemoryStore, SQLiteStore
+from chat.wire import DecodeError, StreamDecoder, encode_request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+#: The longest any wait in these tests may take before the test fails.
+PATIENCE = 15.0
+
+
+class Sock:
+    """
+    A protocol client on a non-blocking loopback socket, driven by polling
+    so that the reactor in this process keeps running.
+    """
+
+    def __init__(
+        self,
+        port: int,
+        newline: bool = True,
+        rcvbuf: Optional[int] = None,
+        source: str = "127.0.0.1",
+    ) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.bind((source, 0))
+        self.sock.connect(("127.0.0.1", port))
+        self.sock.setblocking(False)
+        self.newline = newline
+        self.decoder = StreamDecoder(max_size=1 << 24)
+        self.responses: List[Any] = []
+        self.outgoing = b""
+        self.closed = False
+        self.reset = False
+        self.reading = True
+
+    def send(self, word: str, content: Any = None) -> None:
+        data = encode_request(word, content)
+        self.send_raw(data if self.newline else data.rstrip(b"\n"))
+
+    def send_raw(self, data: bytes) -> None:
+        self.outgoing += data
+        self.poll()
+
+    def poll(self) -> None:
+        if self.closed:
+            return
+        try:
+            while self.outgoing:
+                sent = self.sock.send(self.outgoing)
+                self.outgoing = self.outgoing[sent:]
+        except BlockingIOError:
+            pass
+        except OSError:
+            self.closed = self.reset = True
+            return
+        while self.reading:
+            try:
+                data = self.sock.recv(1 << 16)
+            except BlockingIOError:
+                return
+            except OSError:
+                self.closed = self.reset = True
+                return
+            if not data:
+                self.closed = True
+                return
+            self.responses.extend(self.decoder.feed(data))
+
+    def of(self, response: str) -> List[Any]:
+        return [r for r in self.responses if isinstance(r, dict) and r["response"] == response]
+
+    def contents(self, response: str = "message") -> List[Any]:
+        return [r["content"] for r in self.of(response)]
+
+    def vanish(self) -> None:
+        """
+        Close with a reset, as a crashed peer or a pulled cable looks.
+        """
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+        self.sock.close()
+
+
+class TrackedProtocol(ChatServerProtocol):
+    """
+    The server protocol, recording what a test wants to see inside it.
+    """
+
+    def connectionMade(self) -> None:
+        self.lost = False
+        self.peak_held = 0
+        self.read_pauses = 0
+        super().connectionMade()
+        self.factory.built.append(self)
+        sndbuf = self.factory.sndbuf
+        if sndbuf is not None and self.transport.getPeer().port in self.factory.small:
+            # A small kernel buffer, so a stalled reader shows at once.
+            self.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+
+    def _enqueue(self, data: bytes, burst: bool = False) -> None:
+        t = self.transport
+        twisted_buffer = len(t.dataBuffer) - t.offset + t._tempDataLen
+        held = self._queued - self._burst + (0 if burst else len(data))
+        self.peak_held = max(self.peak_held, held + twisted_buffer)
+        super()._enqueue(data, burst)
+
+    def pause_reading(self) -> None:
+        self.read_pauses += 1
+        super().pause_reading()
+
+    def connectionLost(self, reason=None) -> None:
+        self.lost = True
+        super().connectionLost(reason)
+
+
+class TrackedFactory(ChatServerFactory):
+    protocol = TrackedProtocol
+
+    def __init__(self, *args, sndbuf: Optional[int] = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.built: List[TrackedProtocol] = []
+        self.sndbuf = sndbuf
+        self.small: set = set()  # peer ports that get the small send buffer
+
+
+DEFAULT_LIMITS = Limits()
+NO_LOGIN_TIMEOUT = ConnectionLimits(login_timeout=0)
+
+
+class InProcessTestsMixin:
+    """
+    A server in this process on the real reactor, and helpers to wait.
+    """
+
+    def tempdb(self) -> str:
+        directory = tempfile.mkdtemp(prefix="chat-test-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        return os.path.join(directory, "chat.sqlite3")
+
+    def serve(
+        self,
+        limits: Limits = DEFAULT_LIMITS,
+        connection_limits: ConnectionLimits = NO_LOGIN_TIMEOUT,
+        store=None,
+        sndbuf: Optional[int] = None,
+    ) -> None:
+        self.store = store if store is not None else MemoryStore()
+        self.service = ChatService(self.store, reactor, limits=limits)
+        self.factory = TrackedFactory(self.service, reactor, connection_limits, sndbuf=sndbuf)
+        self.listener = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
+        self.port = self.listener.getHost().port
+        self.socks: List[Sock] = []
+        self.addCleanup(self._stop)
+
+    def connect(self, **kwargs) -> Sock:
+        small = kwargs.pop("small", False)
+        sock = Sock(self.port, **kwargs)
+        if small:
+            self.factory.small.add(sock.sock.getsockname()[1])
+        self.socks.append(sock)
+        return sock
+
+    @inlineCallbacks
+    def login(self, name: str, **kwargs):
+        sock = self.connect(**kwargs)
+        sock.send("login", name)
+        yield self.wait_for(lambda: sock.of("history"), f"{name} logged in")
+        return sock
+
+    @inlineCallbacks
+    def wait_for(self, condition: Callable[[], Any], what: str, patience: float = PATIENCE):
+        deadline = time.monotonic() + patience
+        while True:
+            for sock in self.socks:
+                sock.poll()
+            if condition():
+                return
+            if time.monotonic() > deadline:
+                self.fail(
+                    f"timed out waiting until {what}: "
+                    + "; ".join(
+                        f"{len(s.responses)} responses, last {s.responses[-1:]}"
+                        f" closed={s.closed} out={len(s.outgoing)}"
+                        for s in self.socks
+                    )
+                )
+            yield deferLater(reactor, 0.005, lambda: None)
+
+    @inlineCallbacks
+    def _stop(self):
+        for sock in self.socks:
+            sock.close()
+        yield self.listener.stopListening()
+        yield self.service.shutdown(timeout=5)
+        yield self.wait_for(
+            lambda: all(p.lost for p in self.factory.built), "all connections closed"
+        )
+        self.store.close()
+
+
+class SlowConsumerTests(InProcessTestsMixin, TestCase):
+    @inlineCallbacks
+    def test_stalled_reader_dropped_memory_bounded(self):
+        """
+        A client that stops reading is aborted once its queue passes the
+        limit; what the server held for it stayed within the limit plus
+        Twisted's write buffer plus one response; the other clients get
+        every message, in order.
+        """
+        limit = 64 * 1024
+        self.serve(
+            connection_limits=ConnectionLimits(login_timeout=0, max_send_queue=limit), sndbuf=8192
+        )
+        alice = yield self.login("alice")
+        bob = yield self.login("bob")
+        stalled = yield self.login("stalled", rcvbuf=4096, small=True)
+        stalled.reading = False
+        [server_side] = [p for p in self.factory.built if p.session.username == "stalled"]
+        texts = [f"{i:04d} " + "x" * 900 for i in range(400)]
+        # The readers here are polled by this process, between reactor
+        # turns; a few messages at a time keeps them from falling behind.
+        for start in range(0, 400, 10):
+            for text in texts[start : start + 10]:
+                alice.send("msg", text)
+            yield self.wait_for(
+                lambda n=start + 10: len(bob.of("message")) == n == len(alice.of("message")),
+                f"bob has message {start + 10}",
+            )
+        yield self.wait_for(lambda: server_side.lost, "the stalled reader is dropped")
+        self.assertEqual(bob.contents(), texts)
+        self.assertEqual(alice.contents(), texts)
+        self.assertLessEqual(server_side.peak_held, limit + 65536 + 1000)
+        self.assertGreater(server_side.peak_held, limit)
+        self.assertEqual(self.service.usernames(), ["alice", "bob"])
+        # The name is free again.
+        again = yield self.login("stalled")
+        self.assertEqual(again.of("info")[0]["content"][:16], "Login successful")
+
+
+class FloodTests(InProcessTestsMixin, TestCase):
+    @inlineCallbacks
+    def test_flood_slowed_without_loss(self):
+        """
+        A client that sends 300 messages at once is slowed (its reading
+        paused while its requests wait) but loses none; another client is
+        answered meanwhile.
+        """
+        self.serve(limits=Limits(flood_rate=300, flood_burst=10))
+        flooder = yield self.login("flooder")
+        other = yield self.login("other")
+        yield deferLater(reactor, 0.1, lambda: None)  # tokens back after login
+        texts = [f"flood {i}" for i in range(300)]
+        flooder.send_raw(b"".join(encode_request("msg", t) for t in texts))
+        yield self.wait_for(lambda: len(other.of("message")) >= 20, "the flood is under way")
+        other.send("names")
+        yield self.wait_for(lambda: other.of("info")[1:], "other is answered during the flood")
+        yield self.wait_for(lambda: len(other.of("message")) == 300, "every message arrives")
+        self.assertEqual(other.contents(), texts)
+        self.assertEqual([m.content for m in self.store.messages], texts)
+        self.assertEqual(flooder.of("error"), [])
+        [server_side] = [p for p in self.factory.built if p.session.username == "flooder"]
+        self.assertGreater(server_side.read_pauses, 0)
+
+
+class LoginTimeoutTests(InProcessTestsMixin, TestCase):
+    @inlineCallbacks
+    def test_never_logging_in(self):
+        """
+        A connection that does not log in in time is told and closed; one
+        that logged in stays.
+        """
+        self.serve(connection_limits=ConnectionLimits(login_timeout=0.3))
+        lurker = self.connect()
+        lurker.send("help")
+        user = yield self.login("user")
+        yield self.wait_for(lambda: lurker.closed, "the lurker is closed")
+        self.assertEqual(lurker.responses[-1]["response"], "error")
+        self.assertIn("No login", lurker.responses[-1]["content"])
+        yield deferLater(reactor, 0.4, lambda: None)
+        user.send("names")
+        yield self.wait_for(lambda: user.of("info")[1:], "the user is still served")
+        self.assertFalse(user.closed)
+
+
+class ConnectionLimitTests(InProcessTestsMixin, TestCase):
+    @inlineCallbacks
+    def test_limits(self):
+        """
+        Past the per-address limit a connection gets an error and is
+        closed, while other addresses still connect up to the total limit;
+        a closed connection frees its place.
+        """
+        self.serve(
+            connection_limits=ConnectionLimits(
+                login_timeout=0, max_connections=5, max_connections_per_address=3
+            )
+        )
+        first = [self.connect() for _ in range(3)]
+        over = self.connect()
+        yield self.wait_for(lambda: over.closed, "the fourth from one address is closed")
+        self.assertIn("limit 3", over.responses[0]["content"])
+        others = [self.connect(source="127.0.0.2") for _ in range(2)]
+        full = self.connect(source="127.0.0.3")
+        yield self.wait_for(lambda: full.closed, "the sixth is refused")
+        self.assertIn("Server full", full.responses[0]["content"])
+        first[0].close()
+        yield self.wait_for(lambda: self.factory.connections == 4, "a place is free")
+        late = yield self.login("late", source="127.0.0.3")
+        self.assertFalse(late.closed)
+        for sock in first[1:] + others:
+            self.assertFalse(sock.closed)
+
+
+class VanishingTests(InProcessTestsMixin, TestCase):
+    @inlineCallbacks
+    def test_vanish_mid_write(self):
+        """
+        A client that resets its connection while the server is writing to
+        it, halfway through sending a request, is forgotten: its name is
+        free, the others get everything, nothing is logged as an error.
+        """
+        self.serve(sndbuf=8192)
+        alice = yield self.login("alice")
+        bob = yield self.login("bob")
+        victor = yield self.login("victor", rcvbuf=4096, small=True)
+        victor.reading = False
+        texts = [f"{i} " + "v" * 900 for i in range(60)]
+        for start in range(0, 60, 10):
+            if start == 30:
+                victor.send_raw(b'{"request": "msg", "con')
+                victor.vanish()
+            for text in texts[start : start + 10]:
+                alice.send("msg", text)
+            yield self.wait_for(
+                lambda n=start + 10: len(bob.of("message")) == n, f"bob has message {start + 10}"
+            )
+        yield self.wait_for(lambda: "victor" not in self.service.usernames(), "victor is gone")
+        self.assertEqual(bob.contents(), texts)
+        again = yield self.login("victor")
+        self.assertFalse(again.closed)
+
+
+class StorageFaultTests(InProcessTestsMixin, TestCase):
+    @inlineCallbacks
+    def test_disk_full(self):
+        """
+        A real SQLite "database or disk is full": the sender gets an error,
+        nobody sees the message, the server goes on; once there is room,
+        messages are stored and shown again, and the history after a
+        restart holds exactly those.
+        """
+        path = self.tempdb()
+        store = SQLiteStore(path)
+        self.serve(store=store)
+        alice = yield self.login("alice")
+        bob = yield self.login("bob")
+        alice.send("msg", "before")
+        yield self.wait_for(lambda: bob.of("message"), "the first message is out")
+        pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+        store._db.execute(f"PRAGMA max_page_count = {pages}")
+        alice.send("msg", "z" * 1000 * 1)
+        for i in range(5):
+            alice.send("msg", f"{i} " + "y" * 990)
+        yield self.wait_for(lambda: alice.of("error"), "alice is told")
+        self.assertIn("could not store", alice.of("error")[0]["content"])
+        store._db.execute("PRAGMA max_page_count = 1000000")
+        alice.send("msg", "after")
+        yield self.wait_for(lambda: "after" in bob.contents(), "messages flow again")
+        shown = bob.contents()
+        self.assertEqual(shown[0], "before")
+        self.assertEqual(shown[-1], "after")
+        self.assertEqual(alice.contents(), shown)
+        reopened = SQLiteStore(path)
+        self.addCleanup(reopened.close)
+        self.assertEqual([m.content for m in reopened.load()], shown)
+
+    @inlineCallbacks
+    def test_database_locked(self):
+        """
+        A database locked by another writer: the sender gets an error and
+        nobody sees the message; when the lock goes, messages flow again.
+        """
+        path = self.tempdb()
+        store = SQLiteStore(path)
+        store._db.execute("PRAGMA busy_timeout = 20")
+        self.serve(store=store)
+        alice = yield self.login("alice")
+        bob = yield self.login("bob")
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        alice.send("msg", "locked out")
+        yield self.wait_for(lambda: alice.of("error"), "alice is told")
+        other.execute("ROLLBACK")
+        other.close()
+        alice.send("msg", "unlocked")
+        yield self.wait_for(lambda: bob.of("message"), "messages flow again")
+        self.assertEqual(bob.contents(), ["unlocked"])
+        self.assertEqual([m.content for m in store.load()], ["unlocked"])
+
+
+class KeepaliveTests(InProcessTestsMixin, TestCase):
+    @inlineCallbacks
+    def test_socket_options(self):
+        """
+        Accepted sockets have TCP keepalive on with the configured short
+        intervals (where the platform has the options).
+        """
+        self.serve(
+            connection_limits=ConnectionLimits(
+                login_timeout=0, keepalive_idle=7, keepalive_interval=2, keepalive_count=4
+            )
+        )
+        yield self.login("alice")
+        sock = self.factory.built[0].transport.getHandle()
+        self.assertEqual(sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE), 1)
+        expected = {
+            "TCP_KEEPIDLE": 7,
+            "TCP_KEEPINTVL": 2,
+            "TCP_KEEPCNT": 4,
+            "TCP_USER_TIMEOUT": 15000,
+        }
+        checked = 0
+        for name, value in expected.items():
+            option = getattr(socket, name, None)
+            if option is not None:
+                self.assertEqual(sock.getsockopt(socket.IPPROTO_TCP, option), value, name)
+                checked += 1
+        if not checked:
+            raise self.skipTest("no TCP keepalive options on this platform")
+
+
+# Real twistd processes.
+
+
+def child_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+class Server:
+    """
+    A real C{twistd -n chat} process on a free loopback port.
+    """
+
+    def __init__(self, directory: str, database: str, *args: str) -> None:
+        self.log_path = os.path.join(directory, f"twistd-{time.monotonic_ns()}.log")
+        command = [
+            sys.executable,
+            "-c",
+            "from twisted.scripts.twistd import run; run()",
+            "--nodaemon",
+            "--pidfile=",
+            "chat",
+            "--port=tcp:0:interface=127.0.0.1",
+            "--database",
+            database,
+            *args,
+        ]
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                command,
+                cwd=directory,
+                env=child_env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + PATIENCE
+        while time.monotonic() < deadline:
+            match = re.search(r"Listening on .*port=(\d+)", self.log())
+            if match:
+                self.port = int(match.group(1))
+                return
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.02)
+        self.kill()
+        raise AssertionError(f"server did not start:\n{self.log()}")
+
+    def log(self) -> str:
+        with open(self.log_path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(PATIENCE)
+
+
+class Blocking:
+    """
+    A blocking client for the process tests.
+    """
+
+    def __init__(self, port: int, newline: bool = True) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=PATIENCE)
+        self.newline = newline
+        self.decoder = StreamDecoder(max_size=1 << 24)
+        self.responses: List[Any] = []
+        self.closed = False
+
+    def send(self, word: str, content: Any = None) -> None:
+        data = encode_request(word, content)
+        self.sock.sendall(data if self.newline else data.rstrip(b"\n"))
+
+    def read_until(self, condition: Callable[[], Any]) -> None:
+        deadline = time.monotonic() + PATIENCE
+        while not condition():
+            if self.closed:
+                raise AssertionError(f"closed; got {self.responses[-5:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out; got {self.responses[-5:]}")
+            self.recv()
+
+    def recv(self) -> None:
+        try:
+            data = self.sock.recv(1 << 16)
+        except (ConnectionResetError, socket.timeout):
+            data = b""
+        if not data:
+            self.closed = True
+        for value in self.decoder.feed(data):
+            if not isinstance(value, DecodeError):
+                self.responses.append(value)
+
+    def read_until_closed(self) -> None:
+        deadline = time.monotonic() + PATIENCE
+        while not self.closed and time.monotonic() < deadline:
+            self.recv()
+
+    def of(self, response: str) -> List[Any]:
+        return [r for r in self.responses if r["response"] == response]
+
+    def history(self) -> List[Any]:
+        return [json.loads(item) for h in self.of("history") for item in h["content"]]
+
+
+class ProcessTests(TestCase):
+    def database(self) -> str:
+        directory = tempfile.mkdtemp(prefix="chat-test-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        self.directory = directory
+        return os.path.join(directory, "chat.sqlite3")
+
+    def test_sigterm(self):
+        """
+        On SIGTERM, every client gets every message it was sent and then an
+        info that the server goes away, the connections close, the process
+        exits with status 0 and the database is closed with every message
+        in it.
+        """
+        path = self.database()
+        server = Server(self.directory, path)
+        self.addCleanup(server.kill)
+        alice = Blocking(server.port)
+        legacy = Blocking(server.port, newline=False)
+        alice.send("login", "alice")
+        legacy.send("login", "legacy")
+        alice.read_until(lambda: alice.of("history"))
+        legacy.read_until(lambda: legacy.of("history"))
+        for i in range(20):
+            alice.send("msg", f"last words {i}")
+        alice.read_until(lambda: alice.of("message"))
+        server.process.send_signal(signal.SIGTERM)
+        for client in (alice, legacy):
+            client.read_until_closed()
+            self.assertTrue(client.closed)
+            self.assertEqual(client.responses[-1]["response"], "info")
+            self.assertIn("going away", client.responses[-1]["content"])
+        # twistd ends by re-raising the signal it stopped on.
+        self.assertIn(server.process.wait(PATIENCE), (0, -signal.SIGTERM))
+        self.assertIn("History store closed", server.log())
+        db = sqlite3.connect(path)
+        stored = [row[0] for row in db.execute("SELECT content FROM messages ORDER BY id")]
+        db.close()
+        shown = [r["content"] for r in alice.of("message")]
+        self.assertEqual([r["content"] for r in legacy.of("message")], shown)
+        self.assertEqual(stored, shown)
+        self.assertTrue(shown)
+        self.assertFalse(os.path.exists(path + "-wal") and os.path.getsize(path + "-wal"))
+
+    def test_sigterm_with_stalled_reader(self):
+        """
+        A client that does not read cannot hold the shutdown: the server
+        waits a bounded time for it, then closes the store and exits, and
+        the reading client still got everything and the info.
+        """
+        path = self.database()
+        server = Server(self.directory, path, "--flood-rate=0", "--max-send-queue=100000000")
+        self.addCleanup(server.kill)
+        reader = Blocking(server.port)
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", server.port))
+        self.addCleanup(stalled.close)
+        stalled.sendall(encode_request("login", "stalled"))
+        reader.send("login", "reader")
+        reader.read_until(lambda: reader.of("history"))
+        # About 8 MB for the stalled client: more than the kernel buffers.
+        text = "s" * 1000
+        for batch in range(1, 5):
+            reader.sock.sendall(b"".join(encode_request("msg", text) for _ in range(2000)))
+            reader.read_until(lambda n=2000 * batch: len(reader.of("message")) >= n)
+        reader.read_until(lambda: len(reader.of("message")) == 8000)
+        server.process.send_signal(signal.SIGTERM)
+        reader.read_until_closed()
+        self.assertIn("going away", reader.responses[-1]["content"])
+        self.assertIn(server.process.wait(PATIENCE), (0, -signal.SIGTERM))
+        log = server.log()
+        self.assertIn("not yet closed", log)
+        self.assertIn("History store closed", log)
+
+    def test_kill_9_during_stream(self):
+        """
+        After kill -9 in the middle of a stream of messages, the history
+        after a restart holds every message any client was shown, in order.
+        """
+        path = self.database()
+        server = Server(self.directory, path, "--flood-rate=0")
+        self.addCleanup(server.kill)
+        sender = Blocking(server.port)
+        reader = Blocking(server.port)
+        sender.send("login", "sender")
+        reader.send("login", "reader")
+        sender.read_until(lambda: sender.of("history"))
+        reader.read_until(lambda: reader.of("history"))
+        sender.sock.sendall(b"".join(encode_request("msg", f"m{i}") for i in range(4000)))
+        reader.read_until(lambda: len(reader.of("message")) >= 300)
+        server.process.kill()
+        server.process.wait(PATIENCE)
+        reader.read_until_closed()
+        shown = [r["content"] for r in reader.of("message")]
+        self.assertGreaterEqual(len(shown), 300)
+        restarted = Server(self.directory, path)
+        self.addCleanup(restarted.kill)
+        late = Blocking(restarted.port)
+        late.send("login", "late")
+        late.read_until(lambda: late.of("history"))
+        history = [item["content"] for item in late.history()]
+        self.assertEqual(history[: len(shown)], shown)
+        self.assertEqual(history, [f"m{i}" for i in range(len(history))])
