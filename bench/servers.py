@@ -81,6 +81,11 @@ class Server:
                 "tcp:0:interface=127.0.0.1:backlog=1024",
                 "-d",
                 self.database or ":memory:",
+                # The load is many fast clients from few addresses: flood
+                # control and the connection limits off, as for a benchmark.
+                "--flood-rate=0",
+                "--max-connections=0",
+                "--max-connections-per-address=0",
                 *extra,
             ]
             pattern = re.compile(r"Listening on IPv4Address\(.*port=(\d+)\)")
