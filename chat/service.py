@@ -89,6 +89,11 @@ class IFlowControlledClient(IChatClient):
 #: until they are all handled, so a fast sender waits in TCP, not in memory.
 READ_PAUSE_BACKLOG = 16
 
+#: Messages one client may add to a batch behind its first: enough to share
+#: a transaction and a broadcast, few enough that a client sending as fast
+#: as it can (with flood control off) delays the others only a little.
+BATCH_SHARE = 16
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -289,6 +294,7 @@ class Session:
         # and an inbox is short.
         self._inbox: List[Union[Request, DecodeError]] = []
         self._waiting = False
+        self._joined = 0  # messages added to the batch behind the first
         limits = service.limits
         self._bucket: Optional[TokenBucket] = None
         if limits.flood_rate > 0:
@@ -356,6 +362,7 @@ class Session:
 
     def resume(self) -> None:
         self._waiting = False
+        self._joined = 0
         self._drain()
 
     def _drain(self) -> None:
@@ -364,8 +371,10 @@ class Session:
         while inbox and self.connected:
             # While a message is being stored, a valid msg right behind it
             # joins the same batch: it is still broadcast after it.
-            if self._waiting and not self.service.joins_batch(self, inbox[0]):
-                break
+            if self._waiting:
+                if self._joined >= BATCH_SHARE or not self.service.joins_batch(self, inbox[0]):
+                    break
+                self._joined += 1
             if bucket is not None and not bucket.take():
                 # Flood control: the rest waits for tokens.
                 if self._timer is None:
