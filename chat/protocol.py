@@ -188,10 +188,12 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         the transport as usual, and so does everything after it.
         """
         transport = self.transport
+        # These are Twisted's own buffer attributes (not public API): read
+        # with defaults that fall back to transport.write if they ever change.
         if (
             isinstance(transport, tcp.Connection)
-            and not transport._tempDataLen
-            and not transport.dataBuffer
+            and not getattr(transport, "_tempDataLen", 1)
+            and not getattr(transport, "dataBuffer", b"?")
             and transport.connected
             and not transport.disconnecting
         ):
