@@ -18,85 +18,38 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import selectors
 import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from bench.servers import Server  # noqa: E402
 from chat.wire import StreamDecoder, encode_request  # noqa: E402
 
 
-class Server:
-    def __init__(self, directory: str, *args: str) -> None:
-        self.log_path = os.path.join(directory, f"twistd-{time.monotonic_ns()}.log")
-        env = dict(os.environ)
-        env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-        command = [
-            sys.executable,
-            "-c",
-            "from twisted.scripts.twistd import run; run()",
-            "--nodaemon",
-            "--pidfile=",
-            "chat",
-            "--port=tcp:0:interface=127.0.0.1",
-            "--database=:memory:",
-            "--max-connections-per-address=0",
-            *args,
-        ]
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                command,
-                cwd=directory,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with open(self.log_path, errors="replace") as f:
-                match = re.search(r"Listening on .*port=(\d+)", f.read())
-            if match:
-                self.port = int(match.group(1))
-                return
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.stop()
-        raise SystemExit("server did not start")
+def start_server(*args: str) -> Server:
+    """
+    Our server with its protections as configured, limits per address off
+    (every client here comes from 127.0.0.1), history in memory.
+    """
+    return Server(
+        "chat",
+        database=None,
+        extra=("--max-connections-per-address=0", *args),
+        bench_defaults=False,
+    )
 
-    def memory(self) -> Dict[str, int]:
-        """
-        Current and peak resident set size, in KiB.
-        """
-        out = {}
-        with open(f"/proc/{self.process.pid}/status") as f:
-            for line in f:
-                if line.startswith(("VmRSS", "VmHWM")):
-                    key, value = line.split(":")
-                    out[key] = int(value.split()[0])
-        return out
 
-    def dropped(self) -> int:
-        with open(self.log_path, errors="replace") as f:
-            return f.read().count("it is not reading")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(15)
+def dropped(server: Server) -> int:
+    """
+    How many slow consumers the server has dropped so far.
+    """
+    return server.log_text().count("it is not reading")
 
 
 class Client:
@@ -182,11 +135,11 @@ def login(loop: Loop, port: int, name: str, rcvbuf: Optional[int] = None, read=T
     return client
 
 
-def memory_run(directory: str, stalled: int, messages: int, queue: Optional[int]) -> dict:
+def memory_run(stalled: int, messages: int, queue: Optional[int]) -> dict:
     args = ["--flood-rate=0"]
     if queue is not None:
         args.append(f"--max-send-queue={queue}")
-    server = Server(directory, *args)
+    server = start_server(*args)
     try:
         loop = Loop()
         base = server.memory()["VmRSS"]
@@ -226,7 +179,7 @@ def memory_run(directory: str, stalled: int, messages: int, queue: Optional[int]
             "rss_checkpoints_kib": checkpoints,
             "rss_peak_sampled_kib": max(peak, mem["VmRSS"]),
             "rss_hwm_kib": mem["VmHWM"],
-            "dropped": server.dropped(),
+            "dropped": dropped(server),
             "delivered_to_reader": seen[0],
             "seconds": round(elapsed, 2),
             "sinks": len(sinks),
@@ -236,14 +189,13 @@ def memory_run(directory: str, stalled: int, messages: int, queue: Optional[int]
 
 
 def latency_run(
-    directory: str,
     flood: Optional[str],
     company: int,
     probes: int,
     flood_rate: Optional[str] = None,
 ) -> dict:
     args = [f"--flood-rate={flood_rate}"] if flood_rate is not None else []
-    server = Server(directory, *args)
+    server = start_server(*args)
     try:
         loop = Loop()
         others = [login(loop, server.port, f"idle{i}") for i in range(company)]
@@ -317,88 +269,83 @@ def main() -> None:
     if args.quick:
         args.stalled, args.messages, args.probes = 20, 200, 50
     out = print
-    with tempfile.TemporaryDirectory(prefix="chat-hostile-") as directory:
-        out(f"# bench/hostile.py  {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
-        out("# command: python bench/hostile.py " + " ".join(sys.argv[1:]))
+    out(f"# bench/hostile.py  {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
+    out("# command: python bench/hostile.py " + " ".join(sys.argv[1:]))
+    out(f"# python {sys.version.split()[0]}, {os.cpu_count()} CPUs, server and clients on one host")
+    out()
+    out(f"## Memory: {args.stalled} stalled readers (never read, 4 KiB receive buffer),")
+    out(
+        f"## {args.messages} messages of 1000 characters broadcast to them "
+        f"(~{args.messages * 1.08 / 1024:.1f} MiB each)"
+    )
+    final = {}
+    configs = [
+        ("control: no stalled readers (growth is the in-memory history)", 0, None),
+        ("stalled readers, --max-send-queue=262144 (default)", args.stalled, None),
+        (
+            "stalled readers, limit out of reach (--max-send-queue=1000000000)",
+            args.stalled,
+            10**9,
+        ),
+    ]
+    for label, stalled, queue in configs:
+        r = memory_run(stalled, args.messages, queue)
+        final[label] = r["rss_checkpoints_kib"][args.messages]
+        out(f"{label}:")
         out(
-            f"# python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
-            "server and clients on one host"
+            f"  RSS at start {r['rss_start_kib'] / 1024:.1f} MiB, "
+            f"after logins {r['rss_logged_in_kib'] / 1024:.1f} MiB, "
+            f"peak {r['rss_hwm_kib'] / 1024:.1f} MiB"
         )
-        out()
-        out(f"## Memory: {args.stalled} stalled readers (never read, 4 KiB receive buffer),")
         out(
-            f"## {args.messages} messages of 1000 characters broadcast to them "
-            f"(~{args.messages * 1.08 / 1024:.1f} MiB each)"
-        )
-        final = {}
-        configs = [
-            ("control: no stalled readers (growth is the in-memory history)", 0, None),
-            ("stalled readers, --max-send-queue=262144 (default)", args.stalled, None),
-            (
-                "stalled readers, limit out of reach (--max-send-queue=1000000000)",
-                args.stalled,
-                10**9,
-            ),
-        ]
-        for label, stalled, queue in configs:
-            r = memory_run(directory, stalled, args.messages, queue)
-            final[label] = r["rss_checkpoints_kib"][args.messages]
-            out(f"{label}:")
-            out(
-                f"  RSS at start {r['rss_start_kib'] / 1024:.1f} MiB, "
-                f"after logins {r['rss_logged_in_kib'] / 1024:.1f} MiB, "
-                f"peak {r['rss_hwm_kib'] / 1024:.1f} MiB"
+            "  RSS after "
+            + ", ".join(
+                f"{n} messages {kib / 1024:.1f} MiB" for n, kib in r["rss_checkpoints_kib"].items()
             )
-            out(
-                "  RSS after "
-                + ", ".join(
-                    f"{n} messages {kib / 1024:.1f} MiB"
-                    for n, kib in r["rss_checkpoints_kib"].items()
-                )
-            )
-            out(
-                f"  stalled readers dropped: {r['dropped']}/{r['sinks']}; "
-                f"reading client got {r['delivered_to_reader']}/{args.messages} "
-                f"in {r['seconds']} s"
-            )
-        control = final[configs[0][0]]
-        out(
-            f"held for the {args.stalled} stalled readers at the end (RSS above the control): "
-            f"default limit {(final[configs[1][0]] - control) / 1024:.1f} MiB, "
-            f"no limit {(final[configs[2][0]] - control) / 1024:.1f} MiB (and growing with "
-            "every message)"
         )
-        bound = args.stalled * (262144 + 65536) / 2**20
         out(
-            f"(bound from the limits while they are connected: {args.stalled} x (256 KiB queue "
-            f"+ 64 KiB Twisted buffer) = {bound:.0f} MiB, at most; broadcast bytes are shared "
-            "between recipients, so less in practice; kernel socket buffers come on top and "
-            "are not RSS)"
+            f"  stalled readers dropped: {r['dropped']}/{r['sinks']}; "
+            f"reading client got {r['delivered_to_reader']}/{args.messages} "
+            f"in {r['seconds']} s"
         )
-        out()
+    control = final[configs[0][0]]
+    out(
+        f"held for the {args.stalled} stalled readers at the end (RSS above the control): "
+        f"default limit {(final[configs[1][0]] - control) / 1024:.1f} MiB, "
+        f"no limit {(final[configs[2][0]] - control) / 1024:.1f} MiB (and growing with "
+        "every message)"
+    )
+    bound = args.stalled * (262144 + 65536) / 2**20
+    out(
+        f"(bound from the limits while they are connected: {args.stalled} x (256 KiB queue "
+        f"+ 64 KiB Twisted buffer) = {bound:.0f} MiB, at most; broadcast bytes are shared "
+        "between recipients, so less in practice; kernel socket buffers come on top and "
+        "are not RSS)"
+    )
+    out()
+    out(
+        f"## Latency: round trip of a probe's message (send -> own echo), "
+        f"{args.company} idle clients, {args.probes} probes"
+    )
+    runs = [
+        ("baseline, no flood", None, None),
+        ("one client flooding msg, flood control on (default 10/s, burst 20)", "msg", None),
+        ("one client flooding names, flood control on", "names", None),
+        ("one client flooding msg, flood control off (--flood-rate=0)", "msg", "0"),
+    ]
+    for label, flood, rate in runs:
+        r = latency_run(flood, args.company, args.probes, rate)
+        out(f"{label}:")
         out(
-            f"## Latency: round trip of a probe's message (send -> own echo), "
-            f"{args.company} idle clients, {args.probes} probes"
-        )
-        runs = [
-            ("baseline, no flood", None, None),
-            ("one client flooding msg, flood control on (default 10/s, burst 20)", "msg", None),
-            ("one client flooding names, flood control on", "names", None),
-            ("one client flooding msg, flood control off (--flood-rate=0)", "msg", "0"),
-        ]
-        for label, flood, rate in runs:
-            r = latency_run(directory, flood, args.company, args.probes, rate)
-            out(f"{label}:")
-            out(
-                f"  p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, max {r['max_ms']} ms "
-                f"({r['probes']} probes, {r['probe_timeouts']} timeouts)"
-                + (
-                    f"; flooder queued {r['flood_requests_queued_by_client']} requests, "
-                    f"disconnected: {r['flooder_disconnected']}"
-                    if flood
-                    else ""
-                )
+            f"  p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, max {r['max_ms']} ms "
+            f"({r['probes']} probes, {r['probe_timeouts']} timeouts)"
+            + (
+                f"; flooder queued {r['flood_requests_queued_by_client']} requests, "
+                f"disconnected: {r['flooder_disconnected']}"
+                if flood
+                else ""
             )
+        )
 
 
 if __name__ == "__main__":

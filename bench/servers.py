@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Optional
+from typing import Dict, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
@@ -64,7 +64,9 @@ class Server:
     lookups, no per-address connection limit).
     """
 
-    def __init__(self, kind: str, database: Optional[str] = "file", extra=()) -> None:
+    def __init__(
+        self, kind: str, database: Optional[str] = "file", extra=(), bench_defaults: bool = True
+    ) -> None:
         self.kind = kind
         self.dir = tempfile.mkdtemp(prefix=f"bench-{kind}-")
         self.database = os.path.join(self.dir, "chat.sqlite3") if database == "file" else database
@@ -81,13 +83,12 @@ class Server:
                 "tcp:0:interface=127.0.0.1:backlog=1024",
                 "-d",
                 self.database or ":memory:",
-                # The load is many fast clients from few addresses: flood
-                # control and the connection limits off, as for a benchmark.
-                "--flood-rate=0",
-                "--max-connections=0",
-                "--max-connections-per-address=0",
                 *extra,
             ]
+            if bench_defaults:
+                # The load is many fast clients from few addresses: flood
+                # control and the connection limits off, as for a benchmark.
+                cmd += ["--flood-rate=0", "--max-connections=0", "--max-connections-per-address=0"]
             pattern = re.compile(r"Listening on IPv4Address\(.*port=(\d+)\)")
         elif kind == "ircd":
             port = _free_port()
@@ -143,6 +144,23 @@ class Server:
         """
         with open(f"/proc/{self.pid}/statm") as f:
             return int(f.read().split()[1]) * PAGE
+
+    def memory(self) -> Dict[str, int]:
+        """
+        Current (VmRSS) and peak (VmHWM) resident memory, in KiB.
+        """
+        out = {}
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith(("VmRSS", "VmHWM")):
+                    key, value = line.split(":")
+                    out[key] = int(value.split()[0])
+        return out
+
+    def log_text(self) -> str:
+        self.log.flush()
+        with open(self.log_path, encoding="utf-8", errors="replace") as f:
+            return f.read()
 
     def fds(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/fd"))

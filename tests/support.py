@@ -14,9 +14,9 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
-from chat.wire import StreamDecoder
+from chat.wire import DecodeError, StreamDecoder, encode_request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -106,50 +106,80 @@ class SocketClient:
 
     @param newline: end each request with a newline (a streaming client)
         rather than sending bare JSON (a legacy client).
+    @ivar responses: every response received so far, in order.
     """
 
     def __init__(self, port: int, newline: bool = True, host: str = "127.0.0.1") -> None:
         self.sock = socket.create_connection((host, port), timeout=PATIENCE)
         self.newline = newline
         self.decoder = StreamDecoder(max_size=16 * 1024 * 1024)
-        self.pending: List[Any] = []
+        self.responses: List[Any] = []
         self.closed = False
+        self._read = 0  # how many of the responses read() has returned
 
     def send(self, word: str, content: Any = None) -> None:
-        data = json.dumps({"request": word, "content": content}).encode("utf-8")
-        self.sock.sendall(data + (b"\n" if self.newline else b""))
+        data = encode_request(word, content)
+        self.sock.sendall(data if self.newline else data.rstrip(b"\n"))
+
+    def _receive(self, deadline: float) -> None:
+        if self.closed:
+            raise AssertionError(f"connection closed; last responses {self.responses[-5:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out; last responses {self.responses[-5:]}")
+        self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            data = self.sock.recv(1 << 16)
+        except socket.timeout:
+            return
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            self.closed = True
+        for value in self.decoder.feed(data):
+            if isinstance(value, DecodeError):
+                raise AssertionError(f"the server sent something not JSON: {value.reason}")
+            self.responses.append(value)
+
+    def read_until(self, condition: Callable[[], Any]) -> None:
+        """
+        Receive until C{condition()} is true.
+        """
+        deadline = time.monotonic() + PATIENCE
+        while not condition():
+            self._receive(deadline)
 
     def read(self, count: int = 1) -> List[Any]:
         """
-        Wait for C{count} more responses and return them.
+        Wait for C{count} responses not yet read and return them.
         """
-        deadline = time.monotonic() + PATIENCE
-        while len(self.pending) < count:
-            if self.closed or time.monotonic() > deadline:
-                raise AssertionError(f"wanted {count} responses, got {self.pending}")
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            data = self.sock.recv(65536)
-            if not data:
-                self.closed = True
-            self.pending.extend(self.decoder.feed(data))
-        out, self.pending = self.pending[:count], self.pending[count:]
+        self.read_until(lambda: len(self.responses) - self._read >= count)
+        out = self.responses[self._read : self._read + count]
+        self._read += count
         return out
 
     def read_until_closed(self) -> List[Any]:
         """
-        Read every response until the server closes the connection.
+        Receive until the server closes the connection; return the
+        responses not yet read.
         """
         deadline = time.monotonic() + PATIENCE
         while not self.closed:
-            if time.monotonic() > deadline:
-                raise AssertionError("the server did not close the connection")
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            data = self.sock.recv(65536)
-            if not data:
-                self.closed = True
-            self.pending.extend(self.decoder.feed(data))
-        out, self.pending = self.pending, []
+            self._receive(deadline)
+        out = self.responses[self._read :]
+        self._read = len(self.responses)
         return out
+
+    def of(self, response: str) -> List[Any]:
+        """
+        Every response so far of the kind C{response}.
+        """
+        return [r for r in self.responses if r["response"] == response]
+
+    def history(self) -> List[Any]:
+        """
+        The message responses in every history received, decoded.
+        """
+        return [json.loads(item) for h in self.of("history") for item in h["content"]]
 
     def login(self, name: str) -> List[Any]:
         self.send("login", name)

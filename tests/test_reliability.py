@@ -10,16 +10,12 @@ timing (figures are for C{bench/hostile.py}).
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import shutil
 import signal
 import socket
 import sqlite3
 import struct
-import subprocess
-import sys
 import tempfile
 import time
 from typing import Any, Callable, List, Optional
@@ -32,12 +28,8 @@ from twisted.trial.unittest import TestCase
 from chat.protocol import ChatServerFactory, ChatServerProtocol, ConnectionLimits
 from chat.service import ChatService, Limits
 from chat.store import MemoryStore, SQLiteStore
-from chat.wire import DecodeError, StreamDecoder, encode_request
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-#: The longest any wait in these tests may take before the test fails.
-PATIENCE = 15.0
+from chat.wire import StreamDecoder, encode_request
+from tests.support import PATIENCE, ServerProcess, SocketClient
 
 
 class Sock:
@@ -470,110 +462,6 @@ class KeepaliveTests(InProcessTestsMixin, TestCase):
 # Real twistd processes.
 
 
-def child_env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-class Server:
-    """
-    A real C{twistd -n chat} process on a free loopback port.
-    """
-
-    def __init__(self, directory: str, database: str, *args: str) -> None:
-        self.log_path = os.path.join(directory, f"twistd-{time.monotonic_ns()}.log")
-        command = [
-            sys.executable,
-            "-c",
-            "from twisted.scripts.twistd import run; run()",
-            "--nodaemon",
-            "--pidfile=",
-            "chat",
-            "--port=tcp:0:interface=127.0.0.1",
-            "--database",
-            database,
-            *args,
-        ]
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                command,
-                cwd=directory,
-                env=child_env(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        deadline = time.monotonic() + PATIENCE
-        while time.monotonic() < deadline:
-            match = re.search(r"Listening on .*port=(\d+)", self.log())
-            if match:
-                self.port = int(match.group(1))
-                return
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.02)
-        self.kill()
-        raise AssertionError(f"server did not start:\n{self.log()}")
-
-    def log(self) -> str:
-        with open(self.log_path, encoding="utf-8", errors="replace") as f:
-            return f.read()
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(PATIENCE)
-
-
-class Blocking:
-    """
-    A blocking client for the process tests.
-    """
-
-    def __init__(self, port: int, newline: bool = True) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=PATIENCE)
-        self.newline = newline
-        self.decoder = StreamDecoder(max_size=1 << 24)
-        self.responses: List[Any] = []
-        self.closed = False
-
-    def send(self, word: str, content: Any = None) -> None:
-        data = encode_request(word, content)
-        self.sock.sendall(data if self.newline else data.rstrip(b"\n"))
-
-    def read_until(self, condition: Callable[[], Any]) -> None:
-        deadline = time.monotonic() + PATIENCE
-        while not condition():
-            if self.closed:
-                raise AssertionError(f"closed; got {self.responses[-5:]}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out; got {self.responses[-5:]}")
-            self.recv()
-
-    def recv(self) -> None:
-        try:
-            data = self.sock.recv(1 << 16)
-        except (ConnectionResetError, socket.timeout):
-            data = b""
-        if not data:
-            self.closed = True
-        for value in self.decoder.feed(data):
-            if not isinstance(value, DecodeError):
-                self.responses.append(value)
-
-    def read_until_closed(self) -> None:
-        deadline = time.monotonic() + PATIENCE
-        while not self.closed and time.monotonic() < deadline:
-            self.recv()
-
-    def of(self, response: str) -> List[Any]:
-        return [r for r in self.responses if r["response"] == response]
-
-    def history(self) -> List[Any]:
-        return [json.loads(item) for h in self.of("history") for item in h["content"]]
-
-
 class ProcessTests(TestCase):
     def database(self) -> str:
         directory = tempfile.mkdtemp(prefix="chat-test-")
@@ -589,10 +477,10 @@ class ProcessTests(TestCase):
         in it.
         """
         path = self.database()
-        server = Server(self.directory, path)
+        server = ServerProcess(self.directory, "--database", path).start()
         self.addCleanup(server.kill)
-        alice = Blocking(server.port)
-        legacy = Blocking(server.port, newline=False)
+        alice = SocketClient(server.port)
+        legacy = SocketClient(server.port, newline=False)
         alice.send("login", "alice")
         legacy.send("login", "legacy")
         alice.read_until(lambda: alice.of("history"))
@@ -625,9 +513,11 @@ class ProcessTests(TestCase):
         the reading client still got everything and the info.
         """
         path = self.database()
-        server = Server(self.directory, path, "--flood-rate=0", "--max-send-queue=100000000")
+        server = ServerProcess(
+            self.directory, "--database", path, "--flood-rate=0", "--max-send-queue=100000000"
+        ).start()
         self.addCleanup(server.kill)
-        reader = Blocking(server.port)
+        reader = SocketClient(server.port)
         stalled = socket.socket()
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stalled.connect(("127.0.0.1", server.port))
@@ -655,10 +545,10 @@ class ProcessTests(TestCase):
         after a restart holds every message any client was shown, in order.
         """
         path = self.database()
-        server = Server(self.directory, path, "--flood-rate=0")
+        server = ServerProcess(self.directory, "--database", path, "--flood-rate=0").start()
         self.addCleanup(server.kill)
-        sender = Blocking(server.port)
-        reader = Blocking(server.port)
+        sender = SocketClient(server.port)
+        reader = SocketClient(server.port)
         sender.send("login", "sender")
         reader.send("login", "reader")
         sender.read_until(lambda: sender.of("history"))
@@ -670,9 +560,9 @@ class ProcessTests(TestCase):
         reader.read_until_closed()
         shown = [r["content"] for r in reader.of("message")]
         self.assertGreaterEqual(len(shown), 300)
-        restarted = Server(self.directory, path)
+        restarted = ServerProcess(self.directory, "--database", path).start()
         self.addCleanup(restarted.kill)
-        late = Blocking(restarted.port)
+        late = SocketClient(restarted.port)
         late.send("login", "late")
         late.read_until(lambda: late.of("history"))
         history = [item["content"] for item in late.history()]
