@@ -65,6 +65,9 @@ _USERNAME = re.compile(r"[A-Za-z0-9]+")
 # make a long reply take exponential time to match).
 _NAMES_ANSWER = re.compile(r"\s*[A-Za-z0-9]+(?:(?:\s*[,;]\s*|\s+)[A-Za-z0-9]+)*\s*[.]?\s*")
 
+#: What connectionLost gets when the reason is not given.
+_CONNECTION_DONE = Failure(ierror.ConnectionDone())
+
 
 # Input
 
@@ -141,7 +144,7 @@ def _decode_nested(value: Any, depth: int = 0) -> Any:
     # History items are often JSON strings, sometimes encoded twice.
     while isinstance(value, str) and depth < 4:
         stripped = value.strip()
-        if not stripped or stripped[0] not in "{[\"":
+        if not stripped or stripped[0] not in '{["':
             return value
         try:
             value = json.loads(stripped)
@@ -216,8 +219,7 @@ def interpret(value: Any) -> List[Entry]:
 # C0 and C1 controls, DEL, lone surrogates, and the characters that reorder
 # or break lines on display (bidi controls, line and paragraph separators).
 _UNSAFE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e"
-    "\u2066-\u2069\ud800-\udfff]"
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
 )
 
 
@@ -614,7 +616,7 @@ class ChatClientProtocol(Protocol):
             if _USERNAME.fullmatch(entry.sender):
                 self.names.add(entry.sender)
 
-    def connectionLost(self, reason: Failure = ierror.ConnectionDone()) -> None:
+    def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
         self._connected = False
         for call in (self._next_send, self._closer):
             if call is not None and call.active():
@@ -729,7 +731,9 @@ closed by the server unexpectedly, 2 for a usage error."""
             text = super().getUsage(width).rstrip()
         finally:
             self.longdesc = longdesc
-        paragraphs = [textwrap.fill(" ".join(p.split()), width or 79) for p in longdesc.split("\n\n")]
+        paragraphs = [
+            textwrap.fill(" ".join(p.split()), width or 79) for p in longdesc.split("\n\n")
+        ]
         return text + "\n\n" + "\n\n".join(paragraphs) + "\n"
 
     def postOptions(self) -> None:
@@ -769,11 +773,11 @@ def make_endpoint(reactor: Any, options: Options) -> Any:
                 raise usage.UsageError(
                     "--connect: TLS needs pyOpenSSL and service_identity: "
                     "pip install 'twisted[tls]' (or this project's [tls] extra)"
-                )
+                ) from None
         try:
             return endpoints.clientFromString(reactor, options["connect"])
         except (ValueError, KeyError, TypeError, NotImplementedError, ImportError) as e:
-            raise usage.UsageError(f"--connect: not a client endpoint description ({e})")
+            raise usage.UsageError(f"--connect: not a client endpoint description ({e})") from e
     return endpoints.HostnameEndpoint(reactor, options["host"], options["port"])
 
 
@@ -799,14 +803,14 @@ async def main(reactor: Any, *argv: str) -> None:
         endpoint = make_endpoint(reactor, options)
     except usage.UsageError as e:
         error_line(f"{e}\n{options.getSynopsis()}\n(--help for the options)".rstrip())
-        raise SystemExit(2)
+        raise SystemExit(2) from None
     front = terminal.make_front_end(reactor, options)
     client = ChatClientProtocol(front, reactor)
     try:
         await connectProtocol(endpoint, client)
     except Exception as e:
         error_line(f"cannot connect to {options.target()}: {describe_error(e)}")
-        raise SystemExit(1)
+        raise SystemExit(1) from None
     # Stopped by a signal (SIGTERM): close as if the user quit.
     reactor.addSystemEventTrigger("before", "shutdown", client.close)
     try:

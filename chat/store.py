@@ -103,9 +103,7 @@ class SQLiteStore:
             raise StoreError(f"cannot open database {path!r}: {e}") from e
 
     def load(self) -> List[Message]:
-        rows = self._db.execute(
-            "SELECT timestamp, sender, content FROM messages ORDER BY id"
-        )
+        rows = self._db.execute("SELECT timestamp, sender, content FROM messages ORDER BY id")
         return [Message(*row) for row in rows]
 
     def append(self, messages: Sequence[Message]) -> None:

@@ -58,7 +58,9 @@ QUIT_LINGER = 1.0
 MAX_INPUT_LINE = 1024 * 1024
 
 
-def _flush_and_close(reactor: Any, io: Optional[stdio.StandardIO], lost: defer.Deferred) -> defer.Deferred:
+def _flush_and_close(
+    reactor: Any, io: Optional[stdio.StandardIO], lost: defer.Deferred
+) -> defer.Deferred:
     # Let StandardIO write what it holds, then close; do not wait forever
     # for a reader that stopped reading our output.
     if io is None or lost.called:
@@ -548,8 +550,10 @@ class _TerminalMode:
     def enter(self) -> None:
         self._saved = termios.tcgetattr(self.fd)
         mode = termios.tcgetattr(self.fd)
-        iflag, oflag, cflag, lflag = 0, 1, 2, 3
-        mode[iflag] &= ~(termios.BRKINT | termios.ICRNL | termios.INPCK | termios.ISTRIP | termios.IXON)
+        iflag, lflag = 0, 3  # indices in termios' attribute list
+        mode[iflag] &= ~(
+            termios.BRKINT | termios.ICRNL | termios.INPCK | termios.ISTRIP | termios.IXON
+        )
         mode[lflag] &= ~(termios.ECHO | termios.ICANON | termios.IEXTEN | termios.ISIG)
         # Output processing stays on, so a stray "\n" (a warning on
         # standard error) still starts a new line.
@@ -579,7 +583,9 @@ class InteractiveFrontEnd:
     The interactive client on a terminal.
     """
 
-    def __init__(self, reactor: Any, renderer: Renderer, target: str, stdin: int = 0, stdout: int = 1) -> None:
+    def __init__(
+        self, reactor: Any, renderer: Renderer, target: str, stdin: int = 0, stdout: int = 1
+    ) -> None:
         self.reactor = reactor
         self.renderer = renderer
         self.target = target

@@ -174,9 +174,7 @@ class StreamDecoder:
     def _fail(self, results: List[Union[Any, DecodeError]]) -> List[Union[Any, DecodeError]]:
         self._failed = True
         self._buffer = ""
-        results.append(
-            DecodeError(f"Request too large (limit {self.max_size} bytes)", fatal=True)
-        )
+        results.append(DecodeError(f"Request too large (limit {self.max_size} bytes)", fatal=True))
         return results
 
     def _skip_whitespace(self, buf: str, pos: int) -> int:
@@ -317,7 +315,4 @@ def encode_request(request: str, content: Any) -> bytes:
     """
     Encode one request as compact UTF-8 JSON followed by one newline.
     """
-    return (
-        _encoder.encode({"request": request, "content": content}).encode("utf-8")
-        + b"\n"
-    )
+    return _encoder.encode({"request": request, "content": content}).encode("utf-8") + b"\n"

@@ -133,7 +133,10 @@ class NeutraliseTests(TestCase):
         for char in out:
             code = ord(char)
             self.assertFalse(code < 0x20 or 0x7F <= code <= 0x9F, repr(out))
-            self.assertNotIn(char, "\u061c\u200e\u200f\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+            self.assertNotIn(
+                char,
+                "\u061c\u200e\u200f\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069",
+            )
             self.assertFalse(0xD800 <= code <= 0xDFFF)
         out.encode("utf-8")
 
@@ -174,8 +177,15 @@ class InterpretTests(TestCase):
     @given(
         st.recursive(
             st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-            lambda children: st.lists(children, max_size=4)
-            | st.dictionaries(st.sampled_from(["timestamp", "sender", "response", "content", "x"]) | st.text(max_size=3), children, max_size=5),
+            lambda children: (
+                st.lists(children, max_size=4)
+                | st.dictionaries(
+                    st.sampled_from(["timestamp", "sender", "response", "content", "x"])
+                    | st.text(max_size=3),
+                    children,
+                    max_size=5,
+                )
+            ),
             max_leaves=12,
         )
     )
@@ -184,7 +194,12 @@ class InterpretTests(TestCase):
         Whatever JSON a server sends, as a response or inside a history,
         renders to safe lines without an exception.
         """
-        for candidate in (value, response("history", value), response("history", json.dumps(value)), response("message", value, value, value)):
+        for candidate in (
+            value,
+            response("history", value),
+            response("history", json.dumps(value)),
+            response("message", value, value, value),
+        ):
             for colour in (False, True):
                 renderer = Renderer(colour=colour, multiline=colour)
                 for entry in interpret(candidate):
@@ -204,8 +219,14 @@ class InterpretTests(TestCase):
             self.render(response("message", "hi", "alice", "2026-11-24T12:00:00+00:00")),
             [self.local("12:00:00") + " <alice> hi"],
         )
-        self.assertTrue(self.render(response("info", "Login successful"))[0].endswith(" [info] Login successful"))
-        self.assertTrue(self.render(response("error", "Username taken"))[0].endswith("[error] Username taken"))
+        self.assertTrue(
+            self.render(response("info", "Login successful"))[0].endswith(
+                " [info] Login successful"
+            )
+        )
+        self.assertTrue(
+            self.render(response("error", "Username taken"))[0].endswith("[error] Username taken")
+        )
 
     def local(self, hhmmss: str) -> str:
         # The renderer shows local time; work out what 12:00 UTC is here.
@@ -271,9 +292,7 @@ class InterpretTests(TestCase):
         """
         History items that are plain text or not messages are shown too.
         """
-        entries = interpret(
-            response("history", ["just text", response("info", "old info"), 42])
-        )
+        entries = interpret(response("history", ["just text", response("info", "old info"), 42]))
         self.assertEqual(
             [(e.kind, e.content) for e in entries],
             [("message", "just text"), ("info", "old info"), ("message", 42)],
@@ -320,7 +339,9 @@ class InterpretTests(TestCase):
         self.assertIn("[whisper] <bob> psst", self.render(response("whisper", "psst", "bob"))[0])
         self.assertIn("unexpected data from the server: [1, 2]", self.render([1, 2])[0])
         self.assertIn("not JSON (Malformed JSON)", self.render(DecodeError("Malformed JSON"))[0])
-        self.assertIn("(Invalid UTF-8 in response)", self.render(DecodeError("Invalid UTF-8 in request"))[0])
+        self.assertIn(
+            "(Invalid UTF-8 in response)", self.render(DecodeError("Invalid UTF-8 in request"))[0]
+        )
         self.assertIn('{"foo": 1}', self.render({"foo": 1})[0])
         self.assertIn("<?> text only", self.render({"content": "text only"})[0])
 
@@ -446,7 +467,7 @@ class ProtocolTests(TestCase):
         values = [
             response("info", "Login successful"),
             response("history", [json.dumps(response("message", "x", "a"))]),
-            response("message", "hæ {}[]\"\\", "a"),
+            response("message", 'hæ {}[]"\\', "a"),
         ]
         streams = [
             b"".join(json.dumps(v).encode() for v in values),
@@ -471,7 +492,9 @@ class ProtocolTests(TestCase):
         self.proto.dataReceived(json.dumps(response("info", "Login successful")).encode())
         self.proto.dataReceived(json.dumps(response("message", "hi", "alice")).encode())
         self.proto.dataReceived(
-            json.dumps(response("history", [json.dumps(response("message", "x", "carol"))])).encode()
+            json.dumps(
+                response("history", [json.dumps(response("message", "x", "carol"))])
+            ).encode()
         )
         self.proto.send_line("names")
         self.proto.dataReceived(json.dumps(response("info", "alice, bob, dave")).encode())
@@ -587,7 +610,14 @@ class OptionsTests(TestCase):
         --help documents the conveniences and the modes.
         """
         text = str(Options())
-        for phrase in ("leading", "'/names' sends names", "Tab completes", "NO_COLOR", "--json", "logout"):
+        for phrase in (
+            "leading",
+            "'/names' sends names",
+            "Tab completes",
+            "NO_COLOR",
+            "--json",
+            "logout",
+        ):
             self.assertIn(phrase, text)
 
     def test_describe_error(self) -> None:
@@ -596,5 +626,8 @@ class OptionsTests(TestCase):
         """
         self.assertIn("connection refused", describe_error(ierror.ConnectionRefusedError()))
         self.assertEqual(describe_error(ierror.DNSLookupError("x")), "host not found")
-        self.assertEqual(describe_error(ierror.ConnectError(2, "No such file or directory.")), "no such file or directory")
+        self.assertEqual(
+            describe_error(ierror.ConnectError(2, "No such file or directory.")),
+            "no such file or directory",
+        )
         self.assertEqual(describe_error(ierror.ConnectError(111)), "connection refused")

@@ -80,7 +80,9 @@ class _ServerProcess(protocol.ProcessProtocol):
 
     def outReceived(self, data: bytes) -> None:
         self.output += data
-        match = re.search(rb"Listening on (?:IPv4Address\([^)]*port=(\d+)\)|UNIXAddress)", self.output)
+        match = re.search(
+            rb"Listening on (?:IPv4Address\([^)]*port=(\d+)\)|UNIXAddress)", self.output
+        )
         if match and not self.port.called:
             self.port.callback(int(match.group(1) or 0))
 
@@ -260,7 +262,8 @@ class RealServerTests(TestCase):
         """
         port, _ = await start_server(self)
         client = await run_client(
-            self, ["--wait", "0.3", "--connect", f"tcp:host=127.0.0.1:port={port}"],
+            self,
+            ["--wait", "0.3", "--connect", f"tcp:host=127.0.0.1:port={port}"],
             b"login bot\nmsg no newline at the end",
         )
         self.assertEqual(client.code, 0, client.err)
@@ -313,7 +316,10 @@ class RealServerTests(TestCase):
         self.assertEqual(client.code, 1)
         self.assertIn(
             client.err.decode(),
-            ["chat: the server closed the connection\n", "chat: connection lost: the connection broke\n"],
+            [
+                "chat: the server closed the connection\n",
+                "chat: connection lost: the connection broke\n",
+            ],
         )
 
 
@@ -335,11 +341,14 @@ class MainTests(TestCase):
         self.patch(chat.client, "make_endpoint", lambda reactor, options: Unresolvable())
         stderr = StringIO()
         self.patch(sys, "stderr", stderr)
-        d = defer.ensureDeferred(chat.client.main(reactor, "--host", "nosuchhost.example", "--plain"))
+        d = defer.ensureDeferred(
+            chat.client.main(reactor, "--host", "nosuchhost.example", "--plain")
+        )
         failure = self.failureResultOf(d, SystemExit)
         self.assertEqual(failure.value.code, 1)
         self.assertEqual(
-            stderr.getvalue(), "chat: cannot connect to nosuchhost.example port 9998: host not found\n"
+            stderr.getvalue(),
+            "chat: cannot connect to nosuchhost.example port 9998: host not found\n",
         )
 
 
@@ -371,7 +380,9 @@ class FieldServer(protocol.Protocol):
     def connectionLost(self, reason: Any = None) -> None:
         self.factory.connections.remove(self)
 
-    def encode(self, word: str, content: Any, sender: str = "server", ts: Any = "12:00:00") -> bytes:
+    def encode(
+        self, word: str, content: Any, sender: str = "server", ts: Any = "12:00:00"
+    ) -> bytes:
         style = self.factory.style
         word = style.get("case", lambda w: w)(word)
         obj = {"timestamp": ts, "sender": sender, "response": word, "content": content}
@@ -454,7 +465,9 @@ class FieldServerTests(TestCase):
 
     async def session(self, replayed: bool = False, **style: Any) -> List[str]:
         port, factory = await start_field_server(self, **style)
-        client = await run_client(self, ["--wait", "0.3", "--port", str(port), "--host", "127.0.0.1"], SCRIPT)
+        client = await run_client(
+            self, ["--wait", "0.3", "--port", str(port), "--host", "127.0.0.1"], SCRIPT
+        )
         self.assertEqual(client.code, 0, client.err)
         self.assertEqual(client.err, b"")
         text = [re.sub(r"^12:00:00 ", "", line) for line in client.lines]
@@ -631,7 +644,9 @@ class InteractiveTests(TestCase):
         rows = screen.rows()
         self.assertTrue(rows[-2].endswith("<bob> hi from bob"), rows)
         self.assertEqual(rows[-1], "> msg hello wor")
-        self.assertEqual((screen.screen.x, screen.screen.y), (len("> msg hello wor"), len(rows) - 1))
+        self.assertEqual(
+            (screen.screen.x, screen.screen.y), (len("> msg hello wor"), len(rows) - 1)
+        )
 
         os.write(screen.fd, b"ld\r")
         await wait_for(
@@ -692,4 +707,6 @@ class InteractiveTests(TestCase):
         await client.ended
         self.assertEqual(client.code, 1)
         self.assert_restored(slave)
-        await wait_for(lambda: "chat: the server closed the connection" in screen.text(), "the error")
+        await wait_for(
+            lambda: "chat: the server closed the connection" in screen.text(), "the error"
+        )

@@ -261,7 +261,12 @@ class FormatterTests(TestCase):
         Plain mode gives one line per response, one per history item.
         """
         lines = plain_formatter(Renderer())(
-            {"timestamp": None, "sender": "s", "response": "history", "content": ['{"sender":"a","response":"message","content":"x\\ny"}']}
+            {
+                "timestamp": None,
+                "sender": "s",
+                "response": "history",
+                "content": ['{"sender":"a","response":"message","content":"x\\ny"}'],
+            }
         )
         self.assertEqual(lines, ["[history] <a> x\\ny"])
 
@@ -270,7 +275,9 @@ class FormatterTests(TestCase):
         --json prints the value as received.
         """
         value = {"timestamp": 1, "sender": "s", "response": "info", "content": None}
-        self.assertEqual(json_formatter(value), ['{"timestamp":1,"sender":"s","response":"info","content":null}'])
+        self.assertEqual(
+            json_formatter(value), ['{"timestamp":1,"sender":"s","response":"info","content":null}']
+        )
 
 
 class FrontEndChoiceTests(TestCase):

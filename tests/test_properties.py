@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
-from zope.interface import implementer
 
 from chat.protocol import ChatServerFactory, ConnectionLimits
-from chat.service import ChatService, IChatClient, Limits
+from chat.service import ChatService, Limits
 from chat.store import MemoryStore
+from chat.testing import FakeClient
 from chat.wire import DecodeError, Request, StreamDecoder, encode_json, parse_request
 
 #: CHAT_HYPOTHESIS_EXAMPLES=5000 for a deeper search than the suite's.
@@ -146,21 +146,6 @@ contents = st.one_of(
 requests = st.lists(st.tuples(st.integers(0, 2), words, contents), max_size=25)
 
 
-@implementer(IChatClient)
-class Recorder:
-    max_response_size = None
-
-    def __init__(self):
-        self.raw = []
-        self.disconnected = False
-
-    def deliver(self, data):
-        self.raw.append(data)
-
-    def disconnect(self):
-        self.disconnected = True
-
-
 class Model:
     """
     What the standard says each request gets: a list of (client, response,
@@ -223,7 +208,7 @@ class RequestProperties(TestCase):
         """
         clock = Clock()
         service = ChatService(MemoryStore(), clock)
-        clients = [Recorder() for _ in range(3)]
+        clients = [FakeClient() for _ in range(3)]
         sessions = [service.connect(c) for c in clients]
         model = Model(3)
         for who, word, content in sequence:

@@ -249,8 +249,15 @@ class ConnectionTests(ProtocolTestsMixin, TestCase):
         request each get an error and the connection stays open.
         """
         protocol, transport = self.connect()
-        for data in (b"{nope}", b"[1,2]", b'"str"', b'{"content":1}', b'{"request":7}',
-                     request("fly"), b"\xff\xfe{}"):
+        for data in (
+            b"{nope}",
+            b"[1,2]",
+            b'"str"',
+            b'{"content":1}',
+            b'{"request":7}',
+            request("fly"),
+            b"\xff\xfe{}",
+        ):
             protocol.dataReceived(data + b"\n")
         self.run_clock()
         replies = self.responses(transport)

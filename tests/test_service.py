@@ -7,42 +7,12 @@ import json
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from chat.service import COMMANDS, ChatService, History, IChatClient, Limits, help_text
 from chat.store import MemoryStore, Message, StoreError
+from chat.testing import FakeClient
 from chat.wire import DecodeError, Request, encode_response
-
-
-@implementer(IChatClient)
-class FakeClient:
-    """
-    A client that records what the core delivers to it.
-    """
-
-    def __init__(self, max_response_size=None):
-        self.max_response_size = max_response_size
-        self.raw = []
-        self.disconnected = False
-
-    def deliver(self, data):
-        self.raw.append(data)
-
-    def disconnect(self):
-        self.disconnected = True
-
-    @property
-    def received(self):
-        return [json.loads(line) for d in self.raw for line in d.splitlines()]
-
-    def take(self):
-        """
-        The responses received since the last call.
-        """
-        out = self.received
-        self.raw = []
-        return out
 
 
 class BrokenClient(FakeClient):

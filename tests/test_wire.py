@@ -201,9 +201,7 @@ class ParseRequestTests(TestCase):
         """
         A well-formed object gives a Request with a lower-cased word.
         """
-        self.assertEqual(
-            parse_request({"request": "MSG", "content": "hi"}), Request("msg", "hi")
-        )
+        self.assertEqual(parse_request({"request": "MSG", "content": "hi"}), Request("msg", "hi"))
 
     def test_missing_content(self):
         """
