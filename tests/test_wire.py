@@ -178,10 +178,15 @@ class StreamDecoderTests(TestCase):
 
     def test_deep_nesting(self):
         """
-        Nesting too deep for the JSON parser is an error, not a crash.
+        Nesting deeper than the JSON parser may recurse (which depends on the
+        Python version) is an error or a value, never a crash, and the next
+        request is still found.
         """
-        out = StreamDecoder().feed(b"[" * 5000 + b"]" * 5000 + b'{"request":"help"}')
-        self.assertIsInstance(out[0], DecodeError)
+        depth = 30000
+        out = StreamDecoder().feed(b"[" * depth + b"]" * depth + b'{"request":"help"}')
+        self.assertEqual(len(out), 2)
+        if not isinstance(out[0], DecodeError):
+            self.assertIsInstance(out[0], list)
         self.assertEqual(out[1], {"request": "help"})
 
     def test_escaped_backslash_at_chunk_end(self):
