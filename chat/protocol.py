@@ -162,15 +162,11 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         if self._direct:
             self._write(data)
         elif not self._ending:
-            if data.count(b"\n") > 1:
-                # Queued one response at a time, so that a legacy client
-                # gets one per paced write and the send-queue limit is
-                # checked per response: a batch is split at its newlines
-                # (compact JSON has none inside a response).
-                for line in data.split(b"\n")[:-1]:
-                    self._enqueue(line + b"\n")
-            else:
-                self._enqueue(data)
+            # Queued one response at a time, so that a legacy client gets
+            # one per paced write and the send-queue limit is checked per
+            # response.
+            for response in self.factory.responses_in(data):
+                self._enqueue(response)
 
     def deliver_burst(self, responses: List[bytes]) -> None:
         for data in responses:
@@ -473,6 +469,23 @@ class ChatServerFactory(Factory):
             self.limits = limits
         self.connections = 0
         self.by_address: Dict[str, int] = {}
+        self._batch: Optional[bytes] = None
+        self._batch_responses: List[bytes] = []
+
+    def responses_in(self, data: bytes) -> List[bytes]:
+        """
+        The single responses in a delivery. A broadcast batch goes to every
+        recipient as the same object, so it is split once, and the queues
+        of all recipients share the pieces.
+        """
+        if data is not self._batch:
+            if data.count(b"\n") > 1:
+                # Compact JSON has no newline inside a response.
+                responses = [line + b"\n" for line in data.split(b"\n")[:-1]]
+            else:
+                responses = [data]
+            self._batch, self._batch_responses = data, responses
+        return self._batch_responses
 
     def admit(self, protocol: ChatServerProtocol) -> Optional[str]:
         """

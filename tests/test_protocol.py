@@ -293,3 +293,39 @@ class ConnectionTests(ProtocolTestsMixin, TestCase):
         self.assertTrue(self.clock.getDelayedCalls())
         protocol.connectionLost(None)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class BatchSplitTests(ProtocolTestsMixin, TestCase):
+    def test_batch_split_once_for_all(self):
+        """
+        A broadcast batch is split into single responses once: every
+        recipient that has to queue it gets the same pieces, so stalled
+        recipients do not each hold a copy.
+        """
+        batch = b'{"a":1}\n{"b":2}\n{"c":3}\n'
+        first = self.factory.responses_in(batch)
+        self.assertEqual(first, [b'{"a":1}\n', b'{"b":2}\n', b'{"c":3}\n'])
+        self.assertIs(self.factory.responses_in(batch), first)
+        self.assertEqual(self.factory.responses_in(b'{"d":4}\n'), [b'{"d":4}\n'])
+
+    def test_legacy_recipients_share_queued_responses(self):
+        """
+        Two legacy clients queueing the same batch hold the very same
+        response objects, and each still gets one response per write.
+        """
+        legacy = [self.connect() for _ in range(2)]
+        for i, (protocol, _) in enumerate(legacy):
+            protocol.dataReceived(request("login", f"old{i}"))
+        self.run_clock()
+        modern, _ = self.connect()
+        modern.dataReceived(request("login", "new", newline=True))
+        modern.dataReceived(b"".join(request("msg", str(i), newline=True) for i in range(3)))
+        self.clock.advance(0)
+        (a, at), (b, bt) = legacy
+        self.assertEqual(len(a._queue), len(b._queue))
+        for x, y in zip(a._queue, b._queue):
+            self.assertIs(x, y)
+        self.run_clock()
+        for transport in (at, bt):
+            contents = [json.loads(w)["content"] for w in transport.writes[2:]]
+            self.assertEqual(contents, ["0", "1", "2"])
