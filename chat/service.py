@@ -371,15 +371,18 @@ class Session:
         while inbox and self.connected:
             # While a message is being stored, a valid msg right behind it
             # joins the same batch: it is still broadcast after it.
-            if self._waiting:
-                if self._joined >= BATCH_SHARE or not self.service.joins_batch(self, inbox[0]):
-                    break
-                self._joined += 1
+            joining = self._waiting
+            if joining and (
+                self._joined >= BATCH_SHARE or not self.service.joins_batch(self, inbox[0])
+            ):
+                break
             if bucket is not None and not bucket.take():
                 # Flood control: the rest waits for tokens.
                 if self._timer is None:
                     self._timer = self.service.clock.callLater(bucket.delay(), self._tick)
                 break
+            if joining:
+                self._joined += 1
             self.service.dispatch(self, inbox.pop(0))
         if self._reading_paused and not inbox and self.connected:
             self._reading_paused = False
