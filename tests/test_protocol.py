@@ -55,6 +55,16 @@ class ProtocolTestsMixin:
         for _ in range(int(seconds / PACING) + 2):
             self.clock.advance(PACING)
 
+    def fill_history(self, count):
+        """
+        Have a user send C{count} messages of 40-odd characters.
+        """
+        writer, _ = self.connect()
+        writer.dataReceived(request("login", "writer", newline=True))
+        for i in range(count):
+            writer.dataReceived(request("msg", f"{i} " + "y" * 40, newline=True))
+            self.clock.advance(0)
+
     @staticmethod
     def responses(transport):
         data = transport.value()
@@ -163,11 +173,7 @@ class FramingTests(ProtocolTestsMixin, TestCase):
         A legacy client gets a long history in several history responses,
         each written alone and under 4096 bytes, every message in order.
         """
-        writer, _ = self.connect()
-        writer.dataReceived(request("login", "alice", newline=True))
-        for i in range(300):
-            writer.dataReceived(request("msg", f"{i} " + "y" * 40, newline=True))
-            self.clock.advance(0)
+        self.fill_history(300)
         protocol, transport = self.connect()
         protocol.dataReceived(request("login", "bob"))
         self.run_clock(10)
@@ -184,11 +190,7 @@ class FramingTests(ProtocolTestsMixin, TestCase):
         """
         A streaming client gets the history in one response.
         """
-        writer, _ = self.connect()
-        writer.dataReceived(request("login", "alice", newline=True))
-        for i in range(300):
-            writer.dataReceived(request("msg", f"{i} " + "y" * 40, newline=True))
-            self.clock.advance(0)
+        self.fill_history(300)
         protocol, transport = self.connect()
         protocol.dataReceived(request("login", "bob", newline=True))
         info, history = self.responses(transport)
