@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from chat.wire import DecodeError, StreamDecoder, encode_request
 
@@ -24,13 +24,31 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PATIENCE = 15.0
 
 
-def child_env() -> dict:
+#: The command that runs twistd with this Python, in the foreground and
+#: without a pid file (so that several servers can share a directory).
+TWISTD = [
+    sys.executable,
+    "-c",
+    "from twisted.scripts.twistd import run; run()",
+    "--nodaemon",
+    "--pidfile=",
+]
+
+#: The line twistd chat logs once it listens; group 1 is a TCP port.
+LISTENING = re.compile(r"Listening on (?:IPv4Address\([^)]*port=(\d+)\)|UNIXAddress)")
+
+
+def child_env(**extra: str) -> Dict[str, str]:
     """
-    The environment for a child process that should run this checkout.
+    The environment for a child process that should run this checkout:
+    this checkout first on the path, no colours, no inherited terminal
+    width, and C{extra}.
     """
     env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("NO_COLOR", None)
+    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["NO_COLOR"] = "1"
+    env.pop("COLUMNS", None)
+    env.update(extra)
     return env
 
 
@@ -51,11 +69,7 @@ class ServerProcess:
 
     def start(self) -> "ServerProcess":
         command = [
-            sys.executable,
-            "-c",
-            "from twisted.scripts.twistd import run; run()",
-            "--nodaemon",
-            "--pidfile=",
+            *TWISTD,
             "chat",
             "--port=tcp:0:interface=127.0.0.1",
             *self.args,
@@ -71,8 +85,8 @@ class ServerProcess:
             )
         deadline = time.monotonic() + PATIENCE
         while time.monotonic() < deadline:
-            match = re.search(r"Listening on .*port=(\d+)", self.log())
-            if match:
+            match = LISTENING.search(self.log())
+            if match and match.group(1):
                 self.port = int(match.group(1))
                 return self
             if self.process.poll() is not None:

@@ -35,6 +35,7 @@ from zope.interface import implementer
 import chat.client
 from chat.client import ChatClientProtocol, IChatView
 from chat.wire import DecodeError, StreamDecoder
+from tests.support import LISTENING, TWISTD, child_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -50,15 +51,6 @@ def temp_dir(test: TestCase) -> str:
     path = tempfile.mkdtemp(prefix="chat-client-test-")
     test.addCleanup(shutil.rmtree, path, True)
     return path
-
-
-def child_env(**extra: str) -> Dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env["NO_COLOR"] = "1"
-    env.pop("COLUMNS", None)
-    env.update(extra)
-    return env
 
 
 async def wait_for(predicate: Callable[[], Any], what: str) -> None:
@@ -80,9 +72,7 @@ class _ServerProcess(protocol.ProcessProtocol):
 
     def outReceived(self, data: bytes) -> None:
         self.output += data
-        match = re.search(
-            rb"Listening on (?:IPv4Address\([^)]*port=(\d+)\)|UNIXAddress)", self.output
-        )
+        match = LISTENING.search(self.output.decode("utf-8", "replace"))
         if match and not self.port.called:
             self.port.callback(int(match.group(1) or 0))
 
@@ -104,11 +94,7 @@ async def start_server(
     server = _ServerProcess()
     workdir = temp_dir(test)
     args = [
-        sys.executable,
-        "-c",
-        "from twisted.scripts.twistd import run; run()",
-        "-n",
-        "--pidfile=",
+        *TWISTD,
         "chat",
         "-p",
         listen,

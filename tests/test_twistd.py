@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 
 from twisted.application.service import IServiceMaker, MultiService
@@ -17,7 +16,7 @@ from twisted.python import usage
 from twisted.trial.unittest import TestCase
 
 from chat import tap
-from tests.support import ServerProcess, SocketClient, child_env
+from tests.support import TWISTD, ServerProcess, SocketClient, child_env
 
 
 class PluginTests(TestCase):
@@ -79,11 +78,10 @@ class PluginTests(TestCase):
         """
         A real twistd process lists the chat plugin and its options.
         """
-        run = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-        out = subprocess.run(run + ["--help"], env=child_env(), capture_output=True, text=True)
+        out = subprocess.run(TWISTD + ["--help"], env=child_env(), capture_output=True, text=True)
         self.assertIn("chat", out.stdout)
         out = subprocess.run(
-            run + ["chat", "--help"], env=child_env(), capture_output=True, text=True
+            TWISTD + ["chat", "--help"], env=child_env(), capture_output=True, text=True
         )
         for option in ("--port", "--database", "--history-format"):
             self.assertIn(option, out.stdout)
