@@ -56,6 +56,16 @@ PACING = 0.010
 LEGACY_MAX_RESPONSE = 4096
 
 
+def split_responses(data: bytes) -> List[bytes]:
+    """
+    The single responses in C{data}, each with its newline (compact JSON has
+    no newline inside a response).
+    """
+    if data.count(b"\n") <= 1:
+        return [data]
+    return [line + b"\n" for line in data.split(b"\n")[:-1]]
+
+
 @dataclass(frozen=True)
 class ConnectionLimits:
     """
@@ -184,6 +194,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         the transport as usual, and so does everything after it.
         """
         transport = self.transport
+        sent = 0
         # These are Twisted's own buffer attributes (not public API): read
         # with defaults that fall back to transport.write if they ever change.
         if (
@@ -199,21 +210,19 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
                 sent = 0  # the reactor finds out what is wrong
             if sent == len(data):
                 return
-            data = data[sent:]
-        if data.count(b"\n") > 1:
-            # A batch the socket did not take: give it to the transport one
-            # response at a time, so that once its buffer is full (and it
-            # pauses us) the rest waits in our queue, where the send-queue
-            # limit counts each response.
-            lines = data.split(b"\n")[:-1]
-            for i, line in enumerate(lines):
-                if self._write_paused:
-                    for rest in lines[i:]:
-                        self._enqueue(rest + b"\n")
-                    return
-                transport.write(line + b"\n")
-            return
-        transport.write(data)
+        # Give the transport what is left one response at a time, so that
+        # once its buffer is full (and it pauses us) the rest waits in our
+        # queue, where the send-queue limit counts each response.
+        if sent:
+            responses = split_responses(data[sent:])
+        else:
+            responses = self.factory.responses_in(data)
+        for i, response in enumerate(responses):
+            if self._write_paused:
+                for rest in responses[i:]:
+                    self._enqueue(rest)
+                return
+            transport.write(response)
 
     def disconnect(self) -> None:
         if self._ending:
@@ -478,14 +487,14 @@ class ChatServerFactory(Factory):
         recipient as the same object, so it is split once, and the queues
         of all recipients share the pieces.
         """
-        if data is not self._batch:
-            if data.count(b"\n") > 1:
-                # Compact JSON has no newline inside a response.
-                responses = [line + b"\n" for line in data.split(b"\n")[:-1]]
-            else:
-                responses = [data]
+        if data is self._batch:
+            return self._batch_responses
+        responses = split_responses(data)
+        if len(responses) > 1:
+            # Only batches are kept: a single response passing through must
+            # not push out the batch that other recipients still share.
             self._batch, self._batch_responses = data, responses
-        return self._batch_responses
+        return responses
 
     def admit(self, protocol: ChatServerProtocol) -> Optional[str]:
         """
