@@ -42,7 +42,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import Interface
 
-from chat.wire import DecodeError, StreamDecoder, encode_request
+from chat.wire import DecodeError, StreamDecoder, encode_json, encode_request
 
 DEFAULT_HOST = "localhost"
 DEFAULT_PORT = 9998
@@ -148,7 +148,7 @@ def _decode_nested(value: Any, depth: int = 0) -> Any:
             return value
         try:
             value = json.loads(stripped)
-        except ValueError:
+        except (ValueError, RecursionError):
             return value
         depth += 1
     return value
@@ -258,7 +258,7 @@ def to_text(value: Any) -> str:
         return value
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return ", ".join(value)
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return encode_json(value)
 
 
 def _parse_time(value: Any) -> Optional[datetime]:

@@ -211,6 +211,16 @@ class InterpretTests(TestCase):
         renderer = Renderer(today=lambda: date(2026, 11, 24))
         return [line for entry in interpret(value) for line in renderer.lines(entry)]
 
+    def test_history_string_nested_too_deep(self) -> None:
+        """
+        A history given as a JSON string nested deeper than the parser can
+        go is shown as text, not a crash.
+        """
+        nested = "[" * 100000 + "]" * 100000
+        lines = self.render(response("history", nested))
+        self.assertTrue(lines)
+        self.assertIn("[[[", "".join(lines))
+
     def test_standard_responses(self) -> None:
         """
         Messages show time, sender and text; info and error are labelled.
