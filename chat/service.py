@@ -319,11 +319,14 @@ class Session:
 
         Past L{Limits.max_waiting} waiting requests, a request is refused:
         one C{error} answers a run of refused requests, in order, and a
-        client that has had as many refused again is disconnected.
+        client that has as many again refused in one run (with no request
+        let in between) is disconnected.
         """
         inbox = self._inbox
         bound = self.service.limits.max_waiting
-        if len(inbox) >= bound:
+        if len(inbox) < bound:
+            self._refused = 0  # a run of refusals ends when one gets in
+        else:
             self._refused += 1
             if self._refused > bound:
                 self.service.log.warn(
@@ -546,6 +549,11 @@ class ChatService:
             session.error("Invalid username: use only letters A-Z, a-z and digits 0-9")
             return
         folded = name.lower()
+        if folded == SERVER_NAME:
+            session.error(
+                f"The name {name!r} is reserved: the server signs its own notices with it"
+            )
+            return
         if folded in self._users:
             session.error("Username taken")
             return

@@ -27,19 +27,45 @@ import json
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, List, Optional, Union
+from typing import Any, List, Optional, Pattern, Union
 
 #: Default bound on the size of one JSON value (in characters).
 MAX_VALUE_SIZE = 64 * 1024
 
 _WHITESPACE = re.compile(r"[ \t\r\n]*")
-_STRUCTURE = re.compile(r'["{}\[\]]')
-_STRING_STOP = re.compile(r'["\\]')
-_JUNK = re.compile(r'[^ \t\r\n{\["]*')
+# Junk at top level is skipped up to white space or a value; after a broken
+# value, up to the next line or object.
+_TOP_LEVEL_JUNK = re.compile(r'[^ \t\r\n{\["]*')
+_BROKEN_JUNK = re.compile(r"[^\n{]*")
+_STRING_RUN = re.compile(r'[^"\\\x00-\x1f]*')
+_ESCAPES = '"\\/bfnrt'
+_HEX4 = re.compile(r"[0-9a-fA-F]{4}")
+_SCALAR_START = frozenset("-0123456789tfnNI")
+_SCALAR_RUN = re.compile(r"[A-Za-z0-9.+\-]*")
+_SCALAR = re.compile(
+    r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?|true|false|null|NaN|-?Infinity"
+)
+
+# What the grammar wants next, outside strings; _STRING: inside one.
+_VALUE, _VALUE_OR_CLOSE, _KEY, _KEY_OR_CLOSE, _COLON, _COMMA_OR_CLOSE, _STRING = range(7)
+_EXPECTED = {
+    _VALUE: "expected a value",
+    _VALUE_OR_CLOSE: "expected a value or ']'",
+    _KEY: "expected a quoted key",
+    _KEY_OR_CLOSE: "expected a quoted key or '}'",
+    _COLON: "expected ':' after a key",
+    _COMMA_OR_CLOSE: "expected ',' or the end of the object or array",
+    _STRING: "a raw control character or a bad escape in a string",
+}
+_BROKEN = -1
 # Bytes that were not valid UTF-8 become these lone surrogates under the
 # "surrogateescape" error handler; JSON escapes such as "\udc80" do not, as
 # they are plain ASCII in the raw text.
 _UNDECODABLE = re.compile("[\udc80-\udcff]")
+
+# Characters outside ASCII's controls that a line splitter may take for a
+# line end (Python's str.splitlines() does): NEL, LINE and PARAGRAPH SEPARATOR.
+_LINE_BREAKS = re.compile("[\x85\u2028\u2029]")
 
 _decoder = json.JSONDecoder()
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
@@ -67,6 +93,15 @@ class StreamDecoder:
     Anything that is not a JSON value is reported as a L{DecodeError} and
     skipped, so the values after it are still found.
 
+    A value that is incomplete is waited for only while it can still become
+    valid JSON: the scanner follows JSON's grammar, so the first character
+    that cannot continue the value (a C{{} where a key, a C{,} or a C{:} is
+    due, a raw line break inside a string, ...) ends it as malformed. A
+    C{{} that ends a value starts the next one; any other such character
+    is skipped with the rest of its line, up to the next C{{}. So one broken
+    request never swallows the requests after it, and pretty-printed objects
+    over several lines still work.
+
     @ivar newline_seen: whether a newline has been seen between two values,
         which tells a streaming peer from a legacy one that sends bare JSON.
     """
@@ -81,12 +116,18 @@ class StreamDecoder:
 
     def _reset_value(self) -> None:
         # Where the value being scanned starts (None: between values), how far
-        # the scan got, and the scanner's state at that point.
+        # the scan got, and the grammar's state at that point: the open
+        # containers, what is due next, and whether the scan is in a string
+        # (and whether that string is a key).
         self._start: Optional[int] = None
         self._scanned = 0
-        self._depth = 0
+        self._stack: List[str] = []
+        self._expect = _VALUE
         self._in_string = False
-        self._in_junk = False
+        self._key = False
+        # Skipping junk: at top level up to white space, after a broken
+        # value up to the next line or object.
+        self._junk: Optional[Pattern[str]] = None
 
     @property
     def buffered(self) -> int:
@@ -110,16 +151,23 @@ class StreamDecoder:
         buf = self._buffer
         pos = 0
         while True:
+            if self._junk is not None:
+                match = self._junk.match(buf, pos)
+                assert match is not None
+                pos = match.end()
+                if pos >= len(buf):
+                    break
+                self._junk = None
             if self._start is None:
                 pos = self._skip_whitespace(buf, pos)
                 if pos >= len(buf):
                     break
                 char = buf[pos]
                 if char not in '{["':
-                    self._in_junk = True
-                    self._start = pos
+                    self._junk = _TOP_LEVEL_JUNK
                     results.append(DecodeError("Malformed JSON: expected an object"))
-                elif char == "{":
+                    continue
+                if char == "{":
                     # The usual case: a whole object in the buffer.
                     try:
                         value, end = _decoder.raw_decode(buf, pos)
@@ -131,22 +179,23 @@ class StreamDecoder:
                         results.append(self._checked(buf, pos, end, value))
                         pos = end
                         continue
-                if self._start is None:
-                    self._start = pos
-                    self._scanned = pos
-            if self._in_junk:
-                match = _JUNK.match(buf, pos)
-                assert match is not None
-                pos = match.end()
-                if pos >= len(buf):
-                    break
-                self._reset_value()
-                continue
+                self._start = self._scanned = pos
             end = self._scan(buf)
             if end is None:
                 if len(buf) - self._start > self.max_size:
                     return self._fail(results)
                 break
+            if end == _BROKEN:
+                broken = self._broken_at
+                if broken - self._start > self.max_size:
+                    return self._fail(results)
+                results.append(DecodeError(f"Malformed JSON: {_EXPECTED[self._expect]}"))
+                self._reset_value()
+                # The rest of the line is skipped, up to a "{" (which may be
+                # there already: then it starts the next value).
+                pos = broken
+                self._junk = _BROKEN_JUNK
+                continue
             if end - self._start > self.max_size:
                 return self._fail(results)
             try:
@@ -187,51 +236,119 @@ class StreamDecoder:
 
     def _scan(self, buf: str) -> Optional[int]:
         """
-        Continue scanning the current value; return its end, or None if the
-        buffer ends first (the state is kept for the next call).
+        Continue scanning the current value by JSON's grammar.
+
+        @return: the value's end; None if the buffer ends first (the state is
+            kept for the next call); or L{_BROKEN}, with C{self._broken_at}
+            the first character that cannot continue the value and
+            C{self._expect} what was due there.
         """
         i = self._scanned
         length = len(buf)
-        if i == self._start and not self._in_string:
-            # First character of the value: '{', '[' or '"'.
-            if buf[i] == '"':
-                self._in_string = True
-            else:
-                self._depth = 1
-            i += 1
-        while i < length:
+        stack = self._stack
+        expect = self._expect
+        while True:
             if self._in_string:
-                match = _STRING_STOP.search(buf, i)
-                if match is None:
-                    i = length
-                    break
-                if match.group() == "\\":
-                    if match.end() >= length:
-                        i = match.start()
-                        break
-                    i = match.end() + 1
-                    continue
-                self._in_string = False
+                match = _STRING_RUN.match(buf, i)
+                assert match is not None
                 i = match.end()
-                if self._depth == 0:
-                    return i
-                continue
-            match = _STRUCTURE.search(buf, i)
-            if match is None:
-                i = length
-                break
-            char = match.group()
-            i = match.end()
-            if char == '"':
-                self._in_string = True
-            elif char in "{[":
-                self._depth += 1
+                if i >= length:
+                    break
+                char = buf[i]
+                if char == '"':
+                    self._in_string = False
+                    i += 1
+                    if self._key:
+                        expect = _COLON
+                        continue
+                elif char == "\\":
+                    if i + 1 >= length:
+                        break
+                    escape = buf[i + 1]
+                    if escape in _ESCAPES:
+                        i += 2
+                        continue
+                    if escape == "u":
+                        if i + 6 > length:
+                            break
+                        if _HEX4.match(buf, i + 2):
+                            i += 6
+                            continue
+                    return self._broken(i, _STRING)
+                else:
+                    return self._broken(i, _STRING)  # a raw control character
             else:
-                self._depth -= 1
-                if self._depth == 0:
-                    return i
+                match = _WHITESPACE.match(buf, i)
+                assert match is not None
+                i = match.end()
+                if i >= length:
+                    break
+                char = buf[i]
+                if expect == _VALUE or expect == _VALUE_OR_CLOSE:
+                    if char == "{":
+                        stack.append("{")
+                        expect = _KEY_OR_CLOSE
+                        i += 1
+                        continue
+                    if char == "[":
+                        stack.append("[")
+                        expect = _VALUE_OR_CLOSE
+                        i += 1
+                        continue
+                    if char == '"':
+                        self._in_string, self._key = True, False
+                        i += 1
+                        continue
+                    if char == "]" and expect == _VALUE_OR_CLOSE:
+                        stack.pop()
+                        i += 1
+                    elif char in _SCALAR_START:
+                        match = _SCALAR_RUN.match(buf, i)
+                        assert match is not None
+                        if match.end() >= length:
+                            break  # the number or word may go on
+                        if not _SCALAR.fullmatch(buf, i, match.end()):
+                            return self._broken(i, expect)
+                        i = match.end()
+                    else:
+                        return self._broken(i, expect)
+                elif expect == _KEY or expect == _KEY_OR_CLOSE:
+                    if char == '"':
+                        self._in_string, self._key = True, True
+                        i += 1
+                        continue
+                    if char != "}" or expect != _KEY_OR_CLOSE:
+                        return self._broken(i, expect)
+                    stack.pop()
+                    i += 1
+                elif expect == _COLON:
+                    if char != ":":
+                        return self._broken(i, expect)
+                    expect = _VALUE
+                    i += 1
+                    continue
+                else:
+                    top = stack[-1]
+                    if char == ",":
+                        expect = _KEY if top == "{" else _VALUE
+                        i += 1
+                        continue
+                    if not (char == "}" and top == "{" or char == "]" and top == "["):
+                        return self._broken(i, expect)
+                    stack.pop()
+                    i += 1
+            # A value ended at i: the whole one, or one inside a container.
+            if not stack:
+                return i
+            expect = _COMMA_OR_CLOSE
         self._scanned = i
+        self._expect = expect
         return None
+
+    def _broken(self, at: int, expect: int) -> int:
+        self._broken_at = at
+        self._expect = expect
+        return _BROKEN
 
 
 @dataclass(frozen=True)
@@ -286,11 +403,22 @@ def format_timestamp(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
+def _escape_line_break(match: "re.Match[str]") -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
 def encode_json(value: Any) -> str:
     """
-    Compact JSON text for C{value}, non-ASCII characters kept as they are.
+    Compact JSON text for C{value}, non-ASCII characters kept as they are,
+    except those that some line splitter takes for a line end: JSON escapes
+    the control characters among them, and this escapes the rest (NEL,
+    U+2028, U+2029), so that every encoded value is one line for every
+    reader, Python's C{str.splitlines()} included.
     """
-    return _encoder.encode(value)
+    text = _encoder.encode(value)
+    if _LINE_BREAKS.search(text) is None:
+        return text
+    return _LINE_BREAKS.sub(_escape_line_break, text)
 
 
 def encode_response(timestamp: str, sender: str, response: str, content: Any) -> bytes:
@@ -299,7 +427,7 @@ def encode_response(timestamp: str, sender: str, response: str, content: Any) ->
     the standard, followed by one newline.
     """
     return (
-        _encoder.encode(
+        encode_json(
             {
                 "timestamp": timestamp,
                 "sender": sender,
@@ -315,4 +443,4 @@ def encode_request(request: str, content: Any) -> bytes:
     """
     Encode one request as compact UTF-8 JSON followed by one newline.
     """
-    return _encoder.encode({"request": request, "content": content}).encode("utf-8") + b"\n"
+    return encode_json({"request": request, "content": content}).encode("utf-8") + b"\n"

@@ -341,6 +341,23 @@ class FloodTests(LimitsTestsMixin, TestCase):
         self.assertTrue(alice.transport.disconnecting)
         self.assertIn("flooding", alice.take()[-1]["content"])
 
+    def test_refusals_counted_per_run(self):
+        """
+        Refused requests count towards disconnection only within one run:
+        a client that overflows the queue in many bursts, each smaller than
+        the bound, with requests let in between, is never disconnected.
+        """
+        alice = self.logged_in("alice")
+        for burst in range(6):  # 6 runs of 30 refusals: 180 > the bound of 40
+            self.clock.advance(10)
+            data = b"".join(encode_request("names", None) for _ in range(5 + 40 + 30))
+            alice.protocol.dataReceived(data)
+            for _ in range(100):
+                self.clock.advance(0.1)
+            replies = alice.take()
+            self.assertEqual(replies[-1]["content"][:17], "Too many requests", burst)
+            self.assertFalse(alice.transport.disconnecting, burst)
+
     def test_off_by_default(self):
         """
         The core's default limits do no flood control.

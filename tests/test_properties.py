@@ -112,14 +112,35 @@ class DecoderProperties(TestCase):
         )
 
     @SETTINGS
+    @given(
+        json_objects.filter(bool),
+        st.integers(min_value=1),
+        st.lists(st.integers(min_value=0), max_size=20),
+    )
+    def test_broken_prefix_never_wedges(self, obj, cut, cuts):
+        """
+        An object cut off anywhere, then two requests on lines of their own:
+        the cut object is reported as an error and the last request is
+        always decoded (the first may become part of the broken value where
+        a value was due), whatever the chunking.
+        """
+        text = encode_json(obj)
+        broken = text[: 1 + cut % (len(text) - 1)]
+        data = (broken + '\n{"request":"help"}\n{"request":"names"}\n').encode("utf-8")
+        out = feed_all(StreamDecoder(), chunked(data, cuts))
+        self.assertIsInstance(out[0], DecodeError)
+        self.assertEqual(out[-1], {"request": "names"})
+
+    @SETTINGS
     @given(st.integers(min_value=10, max_value=200), st.binary(min_size=1, max_size=50))
     def test_bounded(self, limit, filler):
         """
-        However a value is fed, the decoder holds at most about its bound
-        (plus one chunk) and then fails for good.
+        However a string is fed, the decoder holds at most about its bound
+        (plus one chunk) and then fails for good. (Quotes, backslashes and
+        control characters are taken out: they end the string or break it.)
         """
         decoder = StreamDecoder(max_size=limit)
-        filler = filler.replace(b'"', b"x").replace(b"\\", b"x")
+        filler = bytes(b if b >= 0x20 and b not in b'"\\' else 0x78 for b in filler)
         out = decoder.feed(b'["')
         for _ in range(100):
             out.extend(decoder.feed(filler * 5))

@@ -144,6 +144,48 @@ class RulesTests(ServiceTestsMixin, TestCase):
         self.send(other, "login", "alice")
         self.assertEqual(client.take()[0]["response"], "info")
 
+    def test_server_name_reserved(self):
+        """
+        Nobody can log in as the server's own name, in any letter case, so
+        no message can pass for a server notice; the error says why.
+        """
+        session, client = self.connect()
+        for name in ("server", "SERVER", "Server"):
+            self.send(session, "login", name)
+            [reply] = client.take()
+            self.assertEqual(reply["response"], "error", name)
+            self.assertIn("reserved", reply["content"])
+        self.assertEqual(self.service.usernames(), [])
+        self.send(session, "login", "servers")
+        self.assertEqual(client.take()[0]["response"], "info")
+
+    def test_line_separators_escaped(self):
+        """
+        A text with every character a common line splitter breaks lines at
+        goes out escaped in every response it is part of (the message, a
+        history as strings or as objects, an error naming it), so each
+        response is exactly one line for Python's str.splitlines().
+        """
+        separators = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+        text = "a" + separators + "z"
+        for history_format in ("string", "object"):
+            self.service = ChatService(MemoryStore(), self.clock, history_format)
+            alice, client = self.logged_in("alice")
+            self.send(alice, "msg", text)
+            self.send(alice, "x" + separators)
+            late, late_client = self.connect()
+            self.send(late, "login", "bob")
+            raw = b"".join(client.raw + late_client.raw)
+            lines = raw.decode("utf-8").splitlines()
+            self.assertEqual(len(lines), raw.count(b"\n"))
+            responses = [json.loads(line) for line in lines]
+            self.assertEqual(responses[0]["content"], text)
+            self.assertEqual(responses[1]["response"], "error")
+            item = responses[-1]["content"][0]
+            if history_format == "string":
+                item = json.loads(item)
+            self.assertEqual(item["content"], text)
+
     def test_login_twice(self):
         """
         A logged-in client cannot log in again under another name.

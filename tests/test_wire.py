@@ -168,12 +168,12 @@ class StreamDecoderTests(TestCase):
         An endless string, or endless nesting, cannot make the buffer grow
         past the bound.
         """
-        for start in (b'{"a":"', b"[" * 10, b'"'):
+        for start, filler in ((b'{"a":"', b"z"), (b"[" * 10, b"["), (b"[", b"1,"), (b'"', b"z")):
             decoder = StreamDecoder(max_size=1000)
             out = decoder.feed(start)
             for _ in range(100):
-                out += decoder.feed(b"z" * 50)
-                self.assertLessEqual(decoder.buffered, 1000 + 50)
+                out += decoder.feed(filler * 50)
+                self.assertLessEqual(decoder.buffered, 1000 + 100)
             self.assertTrue(out and out[-1].fatal)
 
     def test_deep_nesting(self):
@@ -199,6 +199,74 @@ class StreamDecoderTests(TestCase):
                 feed_in_chunks(data, size),
                 [{"request": "msg", "content": "a\\"}, {"request": "help"}],
             )
+
+    def test_broken_object_does_not_swallow_the_next(self):
+        """
+        An object broken off after a key's value (where a key is due, a
+        C{{} cannot continue it) is reported at once, and the request on
+        the next line is decoded, whatever the chunking.
+        """
+        data = b'{"request": "login", \n{"request": "help", "content": null}\n'
+        for size in range(1, len(data) + 1):
+            out = feed_in_chunks(data, size)
+            self.assertEqual(len(out), 2, f"chunk size {size}")
+            self.assertIsInstance(out[0], DecodeError)
+            self.assertIn("expected a quoted key", out[0].reason)
+            self.assertEqual(out[1], {"request": "help", "content": None})
+
+    def test_broken_where_comma_or_colon_due(self):
+        """
+        A C{{} where a C{,} or a C{:} is due also ends the broken value and
+        starts the next one.
+        """
+        for broken in (b'{"request": "msg", "content": "x"', b'{"request"'):
+            out = StreamDecoder().feed(broken + b'\n{"request":"names"}')
+            self.assertIsInstance(out[0], DecodeError, broken)
+            self.assertEqual(out[1:], [{"request": "names"}], broken)
+
+    def test_line_break_inside_string_ends_value(self):
+        """
+        A string cut off by the end of its line (a raw line break, which
+        JSON forbids inside strings) ends the value, and the next line is
+        read afresh, even when it does not start with an object.
+        """
+        out = StreamDecoder().feed(b'{"request": "msg", "content": "abc\n  {"request":"help"}')
+        self.assertEqual(len(out), 2)
+        self.assertIn("control character", out[0].reason)
+        self.assertEqual(out[1], {"request": "help"})
+
+    def test_rest_of_broken_line_skipped(self):
+        """
+        After the character that breaks a value, the rest of its line is
+        skipped with no further errors.
+        """
+        out = StreamDecoder().feed(b'{"request": nope, more junk]}\n{"request":"help"}')
+        self.assertEqual([type(v) for v in out], [DecodeError, dict])
+
+    def test_pretty_printed_after_compact(self):
+        """
+        A pretty-printed object spread over lines still decodes after
+        newline-terminated compact ones.
+        """
+        data = b'{"request":"help"}\n{\n  "request": [\n    1,\n    {"a": null}\n  ]\n}\n'
+        for size in range(1, len(data) + 1):
+            self.assertEqual(
+                feed_in_chunks(data, size),
+                [{"request": "help"}, {"request": [1, {"a": None}]}],
+                f"chunk size {size}",
+            )
+
+    def test_scalars_split_anywhere(self):
+        """
+        Numbers and literals inside a value are waited for while the buffer
+        ends inside them, so no chunking breaks them.
+        """
+        data = b'{"a": -12.5e+3, "b": [true, false, null, NaN, -Infinity], "c": "\\u00e6"}'
+        expected = json.loads(data)
+        for size in range(1, len(data) + 1):
+            out = feed_in_chunks(data, size)
+            self.assertEqual(len(out), 1)
+            self.assertEqual(json.dumps(out[0]), json.dumps(expected), f"chunk size {size}")
 
 
 class ParseRequestTests(TestCase):
@@ -262,6 +330,18 @@ class EncodeTests(TestCase):
                 "content": "h\xe6 \U0001f600",
             },
         )
+
+    def test_line_separators_escaped(self):
+        """
+        Every character that str.splitlines() ends a line at is escaped in
+        a response and in a request, so each is one line for any reader,
+        and decodes back to the same text.
+        """
+        text = "".join(chr(c) for c in range(0x2030) if len(("a" + chr(c) + "b").splitlines()) > 1)
+        self.assertIn("\u2028", text)
+        for data in (encode_response("t", "s", "message", text), encode_request("msg", text)):
+            self.assertEqual(len(data.decode("utf-8").splitlines()), 1)
+            self.assertEqual(json.loads(data)["content"], text)
 
     def test_request(self):
         """
