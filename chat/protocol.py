@@ -131,9 +131,10 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
     MAX_LENGTH = MAX_VALUE_SIZE
 
     factory: "ChatServerFactory"
-    session: Session
 
     def __init__(self) -> None:
+        # None until the connection is admitted, and for good if it is not.
+        self.session: Optional[Session] = None
         self._decoder: Optional[StreamDecoder] = None
         # A list, not a deque: an empty deque takes 760 bytes, per connection.
         self._queue: List[bytes] = []
@@ -418,24 +419,45 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
 
     def rawDataReceived(self, data: bytes) -> None:
         decoder = self._decoder
-        assert decoder is not None
+        session = self.session
+        if session is None or decoder is None or self._ending:
+            return  # refused, or closing: nothing more is read
         values = decoder.feed(data)
         if self._legacy and decoder.newline_seen:
             self._legacy = False
             self._update_direct()
-        session = self.session
         for value in values:
             if self._ending:
                 return
             session.receive(parse_request(value))
-        if self.timeOut is not None and session.username is not None:
-            self.setTimeout(None)
+        if session.username is not None:
+            if self.timeOut is not None:
+                self.setTimeout(None)
+            self.factory.logged_in(self)
 
     def timeoutConnection(self) -> None:
-        if self.session.username is not None or self._ending:
+        self._close_unlogged(
+            "No login from {peer} in time",
+            f"No login within {self._limits.login_timeout:g} seconds; closing",
+        )
+
+    def make_room(self) -> None:
+        """
+        Close this connection, which has not logged in, to let a newcomer in
+        while the server is full (the factory counts it gone at once).
+        """
+        self._close_unlogged(
+            "Closing {peer}, which has not logged in, to make room",
+            "Server full: connections that do not log in are closed to make room; "
+            "log in right after connecting",
+        )
+
+    def _close_unlogged(self, log_format: str, reason: str) -> None:
+        session = self.session
+        if session is None or session.username is not None or self._ending:
             return
-        self.log.info("No login from {peer} in time", peer=self.transport.getPeer())
-        self.session.error(f"No login within {self._limits.login_timeout:g} seconds; closing")
+        self.log.info(log_format, peer=self.transport.getPeer())
+        session.error(reason)
         self.disconnect()
 
     def connectionLost(self, reason=None) -> None:
@@ -451,7 +473,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         self.setTimeout(None)
         if self._admitted is not None:
             self.factory.release(self)
-        if hasattr(self, "session"):
+        if self.session is not None:
             self.log.info("Connection from {peer} closed", peer=self.transport.getPeer())
             self.session.lost()
 
@@ -478,6 +500,8 @@ class ChatServerFactory(Factory):
             self.limits = limits
         self.connections = 0
         self.by_address: Dict[str, int] = {}
+        # Admitted connections not known to have logged in, oldest first.
+        self._unlogged: Dict[ChatServerProtocol, None] = {}
         self._batch: Optional[bytes] = None
         self._batch_responses: List[bytes] = []
 
@@ -499,29 +523,61 @@ class ChatServerFactory(Factory):
     def admit(self, protocol: ChatServerProtocol) -> Optional[str]:
         """
         Count a new connection, or say why it is refused.
+
+        A connection that has not logged in never keeps a newcomer out: past
+        a limit, the oldest such connection (from the same address, for the
+        per-address limit) is closed to make room. Only logged-in users
+        fill the server.
         """
         limits = self.limits
         address = str(getattr(protocol.transport.getPeer(), "host", ""))
         if limits.max_connections and self.connections >= limits.max_connections:
-            return "Server full: too many connections; try again later"
-        count = self.by_address.get(address, 0)
+            if not self._make_room(None):
+                return "Server full: too many connections; try again later"
         if address and limits.max_connections_per_address:
-            if count >= limits.max_connections_per_address:
-                return (
-                    "Too many connections from your address "
-                    f"(limit {limits.max_connections_per_address})"
-                )
+            if self.by_address.get(address, 0) >= limits.max_connections_per_address:
+                if not self._make_room(address):
+                    return (
+                        "Too many connections from your address "
+                        f"(limit {limits.max_connections_per_address})"
+                    )
         self.connections += 1
-        self.by_address[address] = count + 1
+        self.by_address[address] = self.by_address.get(address, 0) + 1
         protocol._admitted = address
+        self._unlogged[protocol] = None
         return None
+
+    def _make_room(self, address: Optional[str]) -> bool:
+        """
+        Close the oldest admitted connection that has not logged in (from
+        C{address}, if given); return whether there was one.
+        """
+        for protocol in list(self._unlogged):
+            session = protocol.session
+            if session is not None and session.username is not None:
+                del self._unlogged[protocol]  # logged in since: not a candidate
+                continue
+            if address is None or protocol._admitted == address:
+                self.release(protocol)
+                protocol.make_room()
+                return True
+        return False
+
+    def logged_in(self, protocol: ChatServerProtocol) -> None:
+        """
+        C{protocol} has logged in: it is no longer closed to make room.
+        """
+        self._unlogged.pop(protocol, None)
 
     def release(self, protocol: ChatServerProtocol) -> None:
         address = protocol._admitted
+        if address is None:
+            return
         protocol._admitted = None
+        self._unlogged.pop(protocol, None)
         self.connections -= 1
-        count = self.by_address.get(address, 0) - 1  # type: ignore[arg-type]
+        count = self.by_address.get(address, 0) - 1
         if count > 0:
-            self.by_address[address] = count  # type: ignore[index]
+            self.by_address[address] = count
         else:
-            self.by_address.pop(address, None)  # type: ignore[arg-type]
+            self.by_address.pop(address, None)

@@ -87,12 +87,13 @@ class ConnectionLimitTests(LimitsTestsMixin, TestCase):
 
     def test_per_address(self):
         """
-        A third connection from one address gets an error saying the limit
-        and is closed; one from another address is served; when one of the
-        first two closes, the address may connect again.
+        A third connection from an address whose two connections are logged
+        in gets an error saying the limit and is closed; one from another
+        address is served; when one of the first two closes, the address may
+        connect again.
         """
-        first = self.connect()
-        self.connect()
+        first = self.logged_in("first")
+        self.logged_in("second")
         third = self.connect()
         [reply] = third.take()
         self.assertEqual(reply["response"], "error")
@@ -109,10 +110,10 @@ class ConnectionLimitTests(LimitsTestsMixin, TestCase):
 
     def test_total(self):
         """
-        Past the total limit, connections from any address are refused; a
-        refused connection does not count.
+        Past the total limit of logged-in connections, connections from any
+        address are refused; a refused connection does not count.
         """
-        peers = [self.connect(host=f"10.0.0.{i}") for i in range(3)]
+        peers = [self.logged_in(f"user{i}", host=f"10.0.0.{i}") for i in range(3)]
         refused = self.connect(host="10.0.0.9")
         self.assertIn("Server full", refused.take()[0]["content"])
         refused.lose()
@@ -120,6 +121,93 @@ class ConnectionLimitTests(LimitsTestsMixin, TestCase):
         peers[0].lose()
         self.assertEqual(self.factory.connections, 2)
         self.assertFalse(self.connect(host="10.0.0.9").transport.disconnecting)
+
+    def test_idle_make_room_when_full(self):
+        """
+        When the server is full, the oldest connection that has not logged
+        in is told why and closed, and the newcomer is served; logged-in
+        users are never closed for room.
+        """
+        user = self.logged_in("alice", host="10.0.0.1")
+        idle = [self.connect(host=f"10.0.0.{i}") for i in (2, 3)]
+        newcomer = self.connect(host="10.0.0.4")
+        self.clock.advance(PACING)  # the error goes out paced, then the close
+        self.assertFalse(newcomer.transport.disconnecting)
+        [reply] = idle[0].take()
+        self.assertEqual(reply["response"], "error")
+        self.assertIn("make room", reply["content"])
+        self.assertTrue(idle[0].transport.disconnecting)
+        self.assertFalse(idle[1].transport.disconnecting)
+        self.assertEqual(self.factory.connections, 3)
+        idle[0].lose()  # its closing is not counted twice
+        self.assertEqual(self.factory.connections, 3)
+        newcomer.send("login", "bob")
+        self.clock.advance(0)
+        self.assertEqual(newcomer.take()[0]["response"], "info")
+        self.assertFalse(user.transport.disconnecting)
+
+    def test_idle_from_address_make_room(self):
+        """
+        At the per-address limit, the oldest connection from that address
+        that has not logged in makes room; others' are left alone.
+        """
+        self.factory.limits = ConnectionLimits(max_connections=10, max_connections_per_address=2)
+        elsewhere = self.connect(host="10.9.9.9")
+        logged = self.logged_in("alice")
+        idle = self.connect()
+        newcomer = self.connect()
+        self.clock.advance(PACING)
+        self.assertFalse(newcomer.transport.disconnecting)
+        self.assertTrue(idle.transport.disconnecting)
+        self.assertFalse(logged.transport.disconnecting)
+        self.assertFalse(elsewhere.transport.disconnecting)
+
+    def test_idle_churn_never_locks_out(self):
+        """
+        Many addresses keeping the server full of connections that never log
+        in, reopened as they are closed, cannot keep a real user out: every
+        login attempt in the churn is served.
+        """
+        self.factory.limits = ConnectionLimits(max_connections=20, max_connections_per_address=5)
+        open_idle = []
+        for round_ in range(10):
+            for i in range(20):
+                open_idle.append(self.connect(host=f"10.0.1.{i % 4}"))
+                self.clock.advance(PACING)
+                for peer in [p for p in open_idle if p.transport.disconnecting]:
+                    peer.lose()
+                    open_idle.remove(peer)
+            user = self.connect(host="192.168.7.7")
+            user.send("login", f"real{round_}")
+            self.clock.advance(0)
+            self.assertEqual(user.take()[0]["response"], "info", round_)
+            user.send("logout")
+            self.clock.advance(ConnectionLimits.close_timeout)
+            user.lose()
+
+    def test_refused_connection_safe_everywhere(self):
+        """
+        A connection refused by a limit has no session; data arriving on
+        it, a timeout, a delivery, a close and its loss all pass without an
+        exception, and it is not counted.
+        """
+        for i in range(3):
+            self.logged_in(f"user{i}", host=f"10.0.0.{i}")
+        refused = self.connect(host="10.0.0.9")
+        self.assertIsNone(refused.protocol.session)
+        written = refused.transport.value()
+        refused.send("login", "mallory")
+        refused.protocol.dataReceived(b"{broken\n")
+        refused.protocol.timeoutConnection()
+        refused.protocol.make_room()
+        refused.protocol.deliver(b'{"x":1}\n')
+        refused.protocol.pause_reading()
+        refused.protocol.resume_reading()
+        refused.protocol.disconnect()
+        refused.lose()
+        self.assertEqual(refused.transport.value(), written)
+        self.assertEqual(self.factory.connections, 3)
+        self.assertNotIn("mallory", self.service.usernames())
 
     def test_unlimited(self):
         """
