@@ -316,26 +316,36 @@ class ConnectionLimitTests(InProcessTestsMixin, TestCase):
     @inlineCallbacks
     def test_limits(self):
         """
-        Past the per-address limit a connection gets an error and is
-        closed, while other addresses still connect up to the total limit;
-        a closed connection frees its place.
+        Past the per-address limit of logged-in connections a connection
+        gets an error and is closed, while other addresses still connect up
+        to the total limit; a closed connection frees its place; and when
+        the server is full, a connection that has not logged in is closed
+        to let a newcomer in.
         """
         self.serve(
             connection_limits=ConnectionLimits(
                 login_timeout=0, max_connections=5, max_connections_per_address=3
             )
         )
-        first = [self.connect() for _ in range(3)]
+        first = []
+        for i in range(3):
+            first.append((yield self.login(f"first{i}")))
         over = self.connect()
         yield self.wait_for(lambda: over.closed, "the fourth from one address is closed")
         self.assertIn("limit 3", over.responses[0]["content"])
-        others = [self.connect(source="127.0.0.2") for _ in range(2)]
+        others = []
+        for i in range(2):
+            others.append((yield self.login(f"other{i}", source="127.0.0.2")))
         full = self.connect(source="127.0.0.3")
         yield self.wait_for(lambda: full.closed, "the sixth is refused")
         self.assertIn("Server full", full.responses[0]["content"])
         first[0].close()
         yield self.wait_for(lambda: self.factory.connections == 4, "a place is free")
-        late = yield self.login("late", source="127.0.0.3")
+        idle = self.connect(source="127.0.0.3")
+        yield self.wait_for(lambda: self.factory.connections == 5, "the idle one is in")
+        late = yield self.login("late", source="127.0.0.4")
+        yield self.wait_for(lambda: idle.closed, "the idle one made room")
+        self.assertIn("make room", idle.responses[0]["content"])
         self.assertFalse(late.closed)
         for sock in first[1:] + others:
             self.assertFalse(sock.closed)
