@@ -1,0 +1,201 @@
+"""
+Tests of the server's direct socket write (L{ChatServerProtocol._write}):
+when Twisted's buffer for a TCP connection is empty, a delivery is sent on
+the socket at once. These run the real L{twisted.internet.tcp.Connection}
+over a fake socket that takes only part of each send (or nothing, as a full
+socket buffer does), and check that every byte arrives once and in order
+however the writes, the partial sends and Twisted's own buffering interleave.
+"""
+
+import errno
+import itertools
+import json
+
+from twisted.internet import tcp
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.trial.unittest import TestCase
+
+from chat.protocol import ChatServerFactory
+from chat.service import ChatService
+from chat.store import MemoryStore
+from chat.wire import encode_request
+
+
+class PartialSocket:
+    """
+    A non-blocking socket whose C{send} takes at most the next of
+    C{capacities} bytes (0: it would block), and records what it took.
+    """
+
+    def __init__(self, capacities):
+        self.capacities = itertools.cycle(capacities)
+        self.sent = bytearray()
+        self.sends = 0
+        self.reactor_writing = False  # set while Twisted's doWrite runs
+        self.partial_direct = 0  # direct sends (not from doWrite) cut short
+
+    def send(self, data):
+        self.sends += 1
+        size = next(self.capacities)
+        taken = bytes(data[:size])
+        if len(taken) < len(data) and not self.reactor_writing:
+            self.partial_direct += 1
+        if size == 0:
+            raise BlockingIOError(errno.EWOULDBLOCK, "would block")
+        self.sent += taken
+        return len(taken)
+
+    def fileno(self):
+        return 99
+
+    def setblocking(self, flag):
+        pass
+
+    def setsockopt(self, *args):
+        pass
+
+
+class SocketConnection(tcp.Connection):
+    """
+    Twisted's TCP connection (the class the direct write looks for) over a
+    L{PartialSocket}, with a reactor that only records readers and writers.
+    """
+
+    def __init__(self, sock, protocol):
+        super().__init__(sock, protocol, MemoryReactor())
+        self.connected = True
+
+    def getPeer(self):
+        return IPv4Address("TCP", "127.0.0.1", 40000)
+
+    def getHost(self):
+        return IPv4Address("TCP", "127.0.0.1", 9998)
+
+    def flush_once(self):
+        """
+        What the reactor does when the socket is writable.
+        """
+        if self.dataBuffer or self._tempDataLen:
+            self.socket.reactor_writing = True
+            try:
+                self.doWrite()
+            finally:
+                self.socket.reactor_writing = False
+
+    def drain(self):
+        while self.dataBuffer or self._tempDataLen:
+            self.flush_once()
+
+
+class DirectWriteTests(TestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.service = ChatService(MemoryStore(), self.clock)
+        self.factory = ChatServerFactory(self.service, self.clock)
+        sender = self.factory.buildProtocol(None)
+        sender.makeConnection(StringTransport(peerAddress=IPv4Address("TCP", "10.0.0.1", 1)))
+        sender.dataReceived(encode_request("login", "alice"))
+        self.sender = sender
+        # A reader on an ordinary transport: what every reader must get.
+        witness = self.factory.buildProtocol(None)
+        self.witness = StringTransport(peerAddress=IPv4Address("TCP", "10.0.0.2", 1))
+        witness.makeConnection(self.witness)
+        witness.dataReceived(encode_request("login", "witness"))
+
+    def reader(self, capacities):
+        protocol = self.factory.buildProtocol(None)
+        sock = PartialSocket(capacities)
+        transport = SocketConnection(sock, protocol)
+        protocol.makeConnection(transport)
+        self.readers = getattr(self, "readers", 0) + 1
+        protocol.dataReceived(encode_request("login", f"bob{self.readers}"))
+        self.clock.advance(0)
+        return protocol, transport, sock
+
+    def messages(self, sock):
+        """
+        The contents of the message responses the socket took, in order,
+        after checking that the stream is made of whole responses and that
+        they are byte for byte those a reader on an ordinary transport got:
+        a lost, doubled or misplaced byte shows.
+        """
+        data = bytes(sock.sent)
+        self.assertTrue(data.endswith(b"\n"), "the stream ends with a whole response")
+        lines = [line for line in data.splitlines() if b'"response":"message"' in line]
+        expected = [
+            line for line in self.witness.value().splitlines() if b'"response":"message"' in line
+        ]
+        for i, (got, want) in enumerate(zip(lines, expected)):
+            if got != want:  # (a list comparison's diff would take minutes)
+                self.fail(f"message {i} differs:\n{got[:300]!r}\n{want[:300]!r}")
+        return [json.loads(line)["content"] for line in lines]
+
+    def exercise(self, capacities, size, drain_every):
+        """
+        Alice sends 300 messages of about C{size} bytes; the reactor gets to
+        write to bob's socket once after each, and to write all it holds
+        after every C{drain_every} of them, so that deliveries arrive both
+        while Twisted's buffer is empty (sent directly, often only in part)
+        and while it holds data; then everything is written out.
+        """
+        protocol, transport, sock = self.reader(capacities)
+        texts = [f"{i} " + "x" * size for i in range(300)]
+        for i, text in enumerate(texts):
+            self.sender.dataReceived(encode_request("msg", text))
+            self.clock.advance(0)
+            transport.flush_once()
+            if i % drain_every == 0:
+                transport.drain()
+        for _ in range(100000):
+            if not (transport.dataBuffer or transport._tempDataLen or protocol._queue):
+                break
+            transport.flush_once()
+        got = self.messages(sock)
+        self.assertEqual(len(got), len(texts))
+        self.assertTrue(got == texts, "every message, in order")
+        return protocol, sock
+
+    def test_partial_sends_in_order(self):
+        """
+        A socket that takes a few bytes of many sends: every byte arrives,
+        once, in order, whether a delivery found Twisted's buffer empty
+        (and was sent in part directly) or holding an earlier one's rest.
+        """
+        for drain_every in (1, 3, 1000):
+            _, sock = self.exercise([7, 1, 300, 2, 1 << 20], 60, drain_every)
+            if drain_every < 1000:
+                self.assertGreater(sock.partial_direct, 10, drain_every)
+
+    def test_blocked_socket_buffers(self):
+        """
+        A socket that often takes nothing (its buffer is full): what is not
+        sent waits in Twisted's buffer and comes out in order.
+        """
+        _, sock = self.exercise([0, 0, 5000, 0, 13, 1 << 20], 200, 2)
+        self.assertGreater(sock.partial_direct, 10)
+
+    def test_direct_when_buffer_empty(self):
+        """
+        With a socket that takes everything, each delivery goes straight
+        to the socket (one send each, no reactor write) - the shortcut this
+        protects is really taken.
+        """
+        protocol, transport, sock = self.reader([1 << 20])
+        before = sock.sends
+        for i in range(10):
+            self.sender.dataReceived(encode_request("msg", f"m{i}"))
+            self.clock.advance(0)
+            self.assertFalse(transport.dataBuffer or transport._tempDataLen)
+        self.assertEqual(sock.sends - before, 10)
+        self.assertEqual(self.messages(sock), [f"m{i}" for i in range(10)])
+
+    def test_paused_transport_queues(self):
+        """
+        Messages large enough to fill Twisted's 64 KiB buffer pause the
+        protocol's producer; what comes then waits in the protocol's queue
+        and follows in order once the socket drains.
+        """
+        protocol, sock = self.exercise([0, 0, 0, 0, 2000], 900, 1000)
+        self.assertFalse(protocol._write_paused)
