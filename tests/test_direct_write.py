@@ -17,9 +17,9 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.trial.unittest import TestCase
 
-from chat.protocol import ChatServerFactory
-from chat.service import ChatService
+from chat.core.service import ChatService
 from chat.store import MemoryStore
+from chat.transports.tcp import ChatServerFactory
 from chat.wire import encode_request
 
 

@@ -12,16 +12,12 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
-from chat.protocol import PACING, ChatServerFactory, ConnectionLimits
-from chat.service import (
-    READ_PAUSE_BACKLOG,
-    ChatService,
-    IFlowControlledClient,
-    Limits,
-    TokenBucket,
-)
+from chat.core.interfaces import IFlowControlledClient
+from chat.core.limits import READ_PAUSE_BACKLOG, Limits, TokenBucket
+from chat.core.service import ChatService
+from chat.server.tap import Options, makeService
 from chat.store import MemoryStore, StoreError
-from chat.tap import Options, makeService
+from chat.transports.tcp import PACING, ChatServerFactory, ConnectionLimits
 from chat.wire import Request, encode_request
 
 START = 1700000000.0

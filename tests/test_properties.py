@@ -15,10 +15,11 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 
-from chat.protocol import ChatServerFactory, ConnectionLimits
-from chat.service import ChatService, Limits
+from chat.core.limits import Limits
+from chat.core.service import ChatService
 from chat.store import MemoryStore
 from chat.testing import FakeClient
+from chat.transports.tcp import ChatServerFactory, ConnectionLimits
 from chat.wire import DecodeError, Request, StreamDecoder, encode_json, parse_request
 
 #: CHAT_HYPOTHESIS_EXAMPLES=5000 for a deeper search than the suite's.

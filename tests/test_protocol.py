@@ -10,9 +10,9 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 
-from chat.protocol import LEGACY_MAX_RESPONSE, PACING, ChatServerFactory
-from chat.service import ChatService
+from chat.core.service import ChatService
 from chat.store import MemoryStore
+from chat.transports.tcp import LEGACY_MAX_RESPONSE, PACING, ChatServerFactory
 
 
 class WriteRecordingTransport(StringTransport):

@@ -25,9 +25,10 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from chat.protocol import ChatServerFactory, ChatServerProtocol, ConnectionLimits
-from chat.service import ChatService, Limits
+from chat.core.limits import Limits
+from chat.core.service import ChatService
 from chat.store import MemoryStore, SQLiteStore
+from chat.transports.tcp import ChatServerFactory, ChatServerProtocol, ConnectionLimits
 from chat.wire import StreamDecoder, encode_request
 from tests.support import PATIENCE, ServerProcess, SocketClient
 

@@ -9,7 +9,11 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
-from chat.service import COMMANDS, ChatService, History, IChatClient, Limits, help_text
+from chat.core.commands import COMMANDS, help_text
+from chat.core.history import History
+from chat.core.interfaces import IChatClient
+from chat.core.limits import Limits
+from chat.core.service import ChatService
 from chat.store import MemoryStore, Message, StoreError
 from chat.testing import FakeClient
 from chat.wire import DecodeError, Request, encode_response

@@ -15,7 +15,7 @@ from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.trial.unittest import TestCase
 
-from chat import tap
+from chat.server import tap
 from tests.support import TWISTD, ServerProcess, SocketClient, child_env
 
 

@@ -13,9 +13,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
 
-from chat.protocol import ChatServerFactory, ConnectionLimits
-from chat.service import ChatService, Limits
+from chat.core.limits import Limits
+from chat.core.service import ChatService
 from chat.store import IMessageStore, MemoryStore, SQLiteStore
+from chat.transports.tcp import ChatServerFactory, ConnectionLimits
 
 DEFAULT_PORT = "tcp:9998"
 DEFAULT_DATABASE = "chat.sqlite3"

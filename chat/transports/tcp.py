@@ -40,7 +40,10 @@ from twisted.protocols.basic import LineReceiver
 from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
-from chat.service import SERVER_NAME, ChatService, IChatClient, IFlowControlledClient, Session
+from chat.core.interfaces import IChatClient, IFlowControlledClient
+from chat.core.rules import SERVER_NAME
+from chat.core.service import ChatService
+from chat.core.session import Session
 from chat.wire import (
     MAX_VALUE_SIZE,
     StreamDecoder,

@@ -1,23 +1,11 @@
 """
-The wire format of the KTN chat protocol: bytes to JSON values and back.
+Framing: a byte stream to JSON values, bounded.
 
-Message catalogue (see PROTOCOL.md, sections 2 and 3)::
-
-    request   {"request": "login"|"logout"|"msg"|"names"|"help"|..., "content": ...}
-    response  {"timestamp": str, "sender": str, "response": "error"|"info"
-               |"message"|"history", "content": ...}
-
-This module is the single decode point and the single encode point of the
-project; both the server and the client use it.
-
-- L{StreamDecoder} splits a byte stream into JSON values. Peers in the field
-  send objects with no delimiter at all, so framing cannot rely on newlines:
-  the decoder finds where each top-level value ends, whatever the chunking,
-  and it is bounded so that no peer can make it buffer without limit.
-- L{parse_request} turns one decoded value into a L{Request} or says why it
-  cannot.
-- L{encode_response} builds every response the server sends: compact JSON,
-  UTF-8, exactly four keys, a string timestamp and one trailing newline.
+Peers in the field send JSON objects with no delimiter at all, so framing
+cannot rely on newlines: L{StreamDecoder} finds where each top-level value
+ends, whatever the chunking, following JSON's grammar so that one broken
+value never swallows the next, and it is bounded so that no peer can make
+it buffer without limit. Server and client both read through it.
 """
 
 from __future__ import annotations
@@ -25,7 +13,6 @@ from __future__ import annotations
 import codecs
 import json
 import re
-import time
 from dataclasses import dataclass
 from typing import Any, List, Optional, Pattern, Union
 
@@ -63,12 +50,7 @@ _BROKEN = -1
 # they are plain ASCII in the raw text.
 _UNDECODABLE = re.compile("[\udc80-\udcff]")
 
-# Characters outside ASCII's controls that a line splitter may take for a
-# line end (Python's str.splitlines() does): NEL, LINE and PARAGRAPH SEPARATOR.
-_LINE_BREAKS = re.compile("[\x85\u2028\u2029]")
-
 _decoder = json.JSONDecoder()
-_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -349,98 +331,3 @@ class StreamDecoder:
         self._broken_at = at
         self._expect = expect
         return _BROKEN
-
-
-@dataclass(frozen=True)
-class Request:
-    """
-    One client request: the lower-cased request word and its content.
-    """
-
-    word: str
-    content: Any
-
-
-def parse_request(value: Any) -> Union[Request, DecodeError]:
-    """
-    Turn one decoded JSON value into a L{Request}, or say what is wrong.
-
-    Request words are accepted in any letter case. Validating C{content} for
-    a particular request is the chat core's job; this only checks the shape.
-    """
-    if isinstance(value, DecodeError):
-        return value
-    if not isinstance(value, dict):
-        return DecodeError(
-            'A request must be a JSON object like {"request": "help", "content": null}'
-        )
-    word = value.get("request")
-    if word is None:
-        return DecodeError('The request has no "request" field')
-    if not isinstance(word, str):
-        return DecodeError('The "request" field must be a string')
-    content = value.get("content")
-    if isinstance(content, str) and not is_encodable(content):
-        return DecodeError("Invalid Unicode in content (lone surrogate)")
-    return Request(word.strip().lower(), content)
-
-
-def is_encodable(text: str) -> bool:
-    """
-    Whether C{text} can be sent as UTF-8 (it has no lone surrogates).
-    """
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def format_timestamp(seconds: float) -> str:
-    """
-    The timestamp string of a response: ISO 8601 in UTC, to the second.
-    """
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
-
-
-def _escape_line_break(match: "re.Match[str]") -> str:
-    return f"\\u{ord(match.group()):04x}"
-
-
-def encode_json(value: Any) -> str:
-    """
-    Compact JSON text for C{value}, non-ASCII characters kept as they are,
-    except those that some line splitter takes for a line end: JSON escapes
-    the control characters among them, and this escapes the rest (NEL,
-    U+2028, U+2029), so that every encoded value is one line for every
-    reader, Python's C{str.splitlines()} included.
-    """
-    text = _encoder.encode(value)
-    if _LINE_BREAKS.search(text) is None:
-        return text
-    return _LINE_BREAKS.sub(_escape_line_break, text)
-
-
-def encode_response(timestamp: str, sender: str, response: str, content: Any) -> bytes:
-    """
-    Encode one response: compact UTF-8 JSON with exactly the four keys of
-    the standard, followed by one newline.
-    """
-    return (
-        encode_json(
-            {
-                "timestamp": timestamp,
-                "sender": sender,
-                "response": response,
-                "content": content,
-            }
-        ).encode("utf-8")
-        + b"\n"
-    )
-
-
-def encode_request(request: str, content: Any) -> bytes:
-    """
-    Encode one request as compact UTF-8 JSON followed by one newline.
-    """
-    return encode_json({"request": request, "content": content}).encode("utf-8") + b"\n"

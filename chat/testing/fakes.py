@@ -10,7 +10,7 @@ from typing import Any, List, Optional
 
 from zope.interface import implementer
 
-from chat.service import IChatClient
+from chat.core.interfaces import IChatClient
 
 
 @implementer(IChatClient)

@@ -1,0 +1,149 @@
+"""
+One connected client in the core: its name once logged in, its inbox of
+requests in order, and flood control.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, List, Optional, Union
+
+from twisted.internet.interfaces import IDelayedCall
+
+from chat.core.interfaces import IChatClient, IFlowControlledClient
+from chat.core.limits import BATCH_SHARE, READ_PAUSE_BACKLOG, TokenBucket
+from chat.wire import DecodeError, Request
+
+if TYPE_CHECKING:
+    from chat.core.service import ChatService
+
+
+#: Stands in the inbox for a run of requests refused for flooding.
+_REFUSED = DecodeError("Too many requests waiting; some were not handled. Slow down")
+
+
+class Session:
+    """
+    One connected client: its name once logged in, and its inbox of
+    requests not yet handled.
+    """
+
+    def __init__(self, service: "ChatService", client: IChatClient) -> None:
+        self.service = service
+        self.client = client
+        self.username: Optional[str] = None
+        self.connected = True
+        # A list, not a deque: an empty deque takes 760 bytes, per connection,
+        # and an inbox is short.
+        self._inbox: List[Union[Request, DecodeError]] = []
+        self._waiting = False
+        self._joined = 0  # messages added to the batch behind the first
+        limits = service.limits
+        self._bucket: Optional[TokenBucket] = None
+        if limits.flood_rate > 0:
+            self._bucket = TokenBucket(limits.flood_rate, limits.flood_burst, service.clock)
+        self._timer: Optional[IDelayedCall] = None
+        self._flow: Optional[IFlowControlledClient] = (
+            client if IFlowControlledClient.providedBy(client) else None  # type: ignore[assignment]
+        )
+        self._reading_paused = False
+        self._refused = 0
+
+    @property
+    def backlog(self) -> int:
+        """
+        How many requests wait to be handled.
+        """
+        return len(self._inbox)
+
+    def receive(self, request: Union[Request, DecodeError]) -> None:
+        """
+        Handle a request from the client, after those before it.
+
+        Past L{Limits.max_waiting} waiting requests, a request is refused:
+        one C{error} answers a run of refused requests, in order, and a
+        client that has as many again refused in one run (with no request
+        let in between) is disconnected.
+        """
+        inbox = self._inbox
+        bound = self.service.limits.max_waiting
+        if len(inbox) < bound:
+            self._refused = 0  # a run of refusals ends when one gets in
+        else:
+            self._refused += 1
+            if self._refused > bound:
+                self.service.log.warn(
+                    "Disconnecting {user} for flooding", user=self.username or "a client"
+                )
+                self.error("Disconnected for flooding")
+                self.connected = False
+                inbox.clear()
+                self.client.disconnect()
+                return
+            if not inbox or inbox[-1] is not _REFUSED:
+                inbox.append(_REFUSED)
+            return
+        inbox.append(request)
+        self._drain()
+        if self._flow is not None and len(inbox) >= READ_PAUSE_BACKLOG and not self._reading_paused:
+            self._reading_paused = True
+            self._flow.pause_reading()
+
+    def lost(self) -> None:
+        """
+        The connection is gone: log out at once, drop what is left.
+        """
+        self.connected = False
+        self._inbox.clear()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self.service.forget(self)
+
+    def wait(self) -> None:
+        """
+        Hold further requests until L{resume} (a message is being stored).
+        """
+        self._waiting = True
+
+    def resume(self) -> None:
+        self._waiting = False
+        self._joined = 0
+        self._drain()
+
+    def _drain(self) -> None:
+        inbox = self._inbox
+        bucket = self._bucket
+        while inbox and self.connected:
+            # While a message is being stored, a valid msg right behind it
+            # joins the same batch: it is still broadcast after it.
+            joining = self._waiting
+            if joining and (
+                self._joined >= BATCH_SHARE or not self.service.joins_batch(self, inbox[0])
+            ):
+                break
+            if bucket is not None and not bucket.take():
+                # Flood control: the rest waits for tokens.
+                if self._timer is None:
+                    self._timer = self.service.clock.callLater(bucket.delay(), self._tick)
+                break
+            if joining:
+                self._joined += 1
+            self.service.dispatch(self, inbox.pop(0))
+        if self._reading_paused and not inbox and self.connected:
+            self._reading_paused = False
+            assert self._flow is not None
+            self._flow.resume_reading()
+
+    def _tick(self) -> None:
+        self._timer = None
+        self._drain()
+
+    def send(self, response: str, content: Any) -> None:
+        if self.connected:
+            self.client.deliver(self.service.response(response, content))
+
+    def info(self, text: str) -> None:
+        self.send("info", text)
+
+    def error(self, text: str) -> None:
+        self.send("error", text)

@@ -1,0 +1,128 @@
+"""
+Messages: one decoded JSON value to a request, and every response and
+request to bytes.
+
+Message catalogue (see PROTOCOL.md, sections 2 and 3, and docs/protocol.md
+for the extensions)::
+
+    request   {"request": "login"|"logout"|"msg"|"names"|"help"|..., "content": ...}
+    response  {"timestamp": str, "sender": str, "response": "error"|"info"
+               |"message"|"history", "content": ...}
+
+- L{parse_request} is the single decode point: one value to a L{Request}, or
+  a L{DecodeError} that says why not.
+- L{encode_response} is the single encode point of every response: compact
+  JSON, UTF-8, exactly four keys, a string timestamp and one trailing
+  newline, with every character a line splitter breaks at escaped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Union
+
+from chat.wire.framing import DecodeError
+
+# Characters outside ASCII's controls that a line splitter may take for a
+# line end (Python's str.splitlines() does): NEL, LINE and PARAGRAPH SEPARATOR.
+_LINE_BREAKS = re.compile("[\x85\u2028\u2029]")
+
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Request:
+    """
+    One client request: the lower-cased request word and its content.
+    """
+
+    word: str
+    content: Any
+
+
+def parse_request(value: Any) -> Union[Request, DecodeError]:
+    """
+    Turn one decoded JSON value into a L{Request}, or say what is wrong.
+
+    Request words are accepted in any letter case. Validating C{content} for
+    a particular request is the chat core's job; this only checks the shape.
+    """
+    if isinstance(value, DecodeError):
+        return value
+    if not isinstance(value, dict):
+        return DecodeError(
+            'A request must be a JSON object like {"request": "help", "content": null}'
+        )
+    word = value.get("request")
+    if word is None:
+        return DecodeError('The request has no "request" field')
+    if not isinstance(word, str):
+        return DecodeError('The "request" field must be a string')
+    content = value.get("content")
+    if isinstance(content, str) and not is_encodable(content):
+        return DecodeError("Invalid Unicode in content (lone surrogate)")
+    return Request(word.strip().lower(), content)
+
+
+def is_encodable(text: str) -> bool:
+    """
+    Whether C{text} can be sent as UTF-8 (it has no lone surrogates).
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def format_timestamp(seconds: float) -> str:
+    """
+    The timestamp string of a response: ISO 8601 in UTC, to the second.
+    """
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def _escape_line_break(match: "re.Match[str]") -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def encode_json(value: Any) -> str:
+    """
+    Compact JSON text for C{value}, non-ASCII characters kept as they are,
+    except those that some line splitter takes for a line end: JSON escapes
+    the control characters among them, and this escapes the rest (NEL,
+    U+2028, U+2029), so that every encoded value is one line for every
+    reader, Python's C{str.splitlines()} included.
+    """
+    text = _encoder.encode(value)
+    if _LINE_BREAKS.search(text) is None:
+        return text
+    return _LINE_BREAKS.sub(_escape_line_break, text)
+
+
+def encode_response(timestamp: str, sender: str, response: str, content: Any) -> bytes:
+    """
+    Encode one response: compact UTF-8 JSON with exactly the four keys of
+    the standard, followed by one newline.
+    """
+    return (
+        encode_json(
+            {
+                "timestamp": timestamp,
+                "sender": sender,
+                "response": response,
+                "content": content,
+            }
+        ).encode("utf-8")
+        + b"\n"
+    )
+
+
+def encode_request(request: str, content: Any) -> bytes:
+    """
+    Encode one request as compact UTF-8 JSON followed by one newline.
+    """
+    return encode_json({"request": request, "content": content}).encode("utf-8") + b"\n"
