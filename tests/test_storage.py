@@ -633,9 +633,11 @@ class SQLiteTests(TestCase):
     @defer.inlineCallbacks
     def test_prune_by_count_in_chunks(self):
         """
-        A count prune bigger than a chunk removes everything it should.
+        A count prune bigger than a chunk, keeping more than a step, removes
+        everything it should and nothing else.
         """
         self.patch(sqlite_module, "PRUNE_CHUNK", 7)
+        self.patch(sqlite_module, "PRUNE_STEP", 3)
         store = yield self.open()
         yield store.append([msg(f"m{i}", room=f"r{i % 3}") for i in range(90)])
         self.assertEqual((yield store.prune(keep_last=4)), 90 - 12)
@@ -643,6 +645,8 @@ class SQLiteTests(TestCase):
             self.assertEqual(
                 contents((yield store.recent(f"r{r}", 10))), [f"m{i}" for i in range(r + 78, 90, 3)]
             )
+        self.assertEqual((yield store.prune(keep_last=4)), 0)
+        self.assertEqual((yield store.prune(keep_last=3)), 3)
 
     @defer.inlineCallbacks
     def test_backup_while_writing_is_a_prefix(self):

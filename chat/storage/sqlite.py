@@ -61,6 +61,10 @@ MAX_GROUP = 8192
 #: that a big prune never holds the write lock for long.
 PRUNE_CHUNK = 2000
 
+#: Index entries a count prune reads per step when it looks for the oldest
+#: message to keep.
+PRUNE_STEP = 50000
+
 _COLUMNS = "id, room, timestamp, sender, content"
 
 
@@ -381,26 +385,31 @@ class SQLiteStore:
         ).fetchone()
         return row[0] if row else None
 
-    def _prune_room(self, room: str, keep_last: int) -> int:
+    def _step_back(self, room: str, below_id: int, count: int) -> Optional[int]:
         """
-        Remove at most L{PRUNE_CHUNK} of the oldest messages of C{room}
-        beyond its last C{keep_last}; return how many were removed.
+        The id of the C{count}th message of C{room} below C{below_id}
+        (counting down), or None if there are fewer.
+        """
+        assert self._db is not None
+        row = self._db.execute(
+            "SELECT id FROM messages WHERE room = ? AND id < ? ORDER BY id DESC LIMIT 1 OFFSET ?",
+            (room, below_id, count - 1),
+        ).fetchone()
+        return row[0] if row else None
+
+    def _prune_room(self, room: str, below_id: int) -> int:
+        """
+        Remove the oldest L{PRUNE_CHUNK} messages of C{room} below
+        C{below_id}; return how many were removed.
         """
         db = self._db
         assert db is not None
-        removed = 0
         with transaction(db):
-            row = db.execute(
-                "SELECT id FROM messages WHERE room = ? ORDER BY id DESC LIMIT 1 OFFSET ?",
-                (room, keep_last),
-            ).fetchone()
-            if row is not None:
-                removed = db.execute(
-                    "DELETE FROM messages WHERE id IN (SELECT id FROM messages"
-                    " WHERE room = ? AND id <= ? ORDER BY id LIMIT ?)",
-                    (room, row[0], PRUNE_CHUNK),
-                ).rowcount
-        return removed
+            return db.execute(
+                "DELETE FROM messages WHERE id IN (SELECT id FROM messages"
+                " WHERE room = ? AND id < ? ORDER BY id LIMIT ?)",
+                (room, below_id, PRUNE_CHUNK),
+            ).rowcount
 
     def _last_id(self) -> int:
         assert self._db is not None
@@ -455,12 +464,24 @@ class SQLiteStore:
                 count, after = yield self._call(self._prune_old, after, last_id, older_than)
                 removed += count
         if keep_last is not None:
+            end = (yield self._call(self._last_id)) + 1
             room = yield self._call(self._next_room, None)
             while room is not None:
-                count = yield self._call(self._prune_room, room, keep_last)
-                removed += count
-                if count < PRUNE_CHUNK:
-                    room = yield self._call(self._next_room, room)
+                # Find the oldest message to keep, counting back from the
+                # newest in steps (each step reads at most PRUNE_STEP
+                # index entries), then remove what is below it in chunks.
+                keep_from: Optional[int] = end
+                left = keep_last
+                while left and keep_from is not None:
+                    step = min(left, PRUNE_STEP)
+                    keep_from = yield self._call(self._step_back, room, keep_from, step)
+                    left -= step
+                while keep_from is not None:
+                    count = yield self._call(self._prune_room, room, keep_from)
+                    removed += count
+                    if count < PRUNE_CHUNK:
+                        break
+                room = yield self._call(self._next_room, room)
         return removed
 
     def backup(self, path: str) -> Deferred[int]:
