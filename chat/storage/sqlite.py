@@ -1,0 +1,534 @@
+"""
+The SQLite message store: a database file, used on one thread of its own.
+
+The connection lives on a dedicated one-thread pool, so a slow disk or a
+database locked by another program holds up only the store, never the
+reactor. Operations run one at a time in the order they were called;
+appends that wait behind a running operation are written together in one
+transaction (group commit), each of them all or none.
+
+Durability: WAL with C{synchronous=NORMAL}. A commit is a write to the log,
+not an fsync, and survives the process being killed at any moment (only a
+power loss may drop the latest commits).
+
+Schema: versioned by C{PRAGMA user_version}, in C{schema/vN.sql}, where
+C{v1.sql} is the schema of the first release (which left user_version at
+0) and each later file upgrades the one before it. Opening applies what is
+missing in one transaction.
+
+One server per file: the store holds an exclusive C{flock} on the database
+file for its life, so a second server on the same file refuses to start.
+SQLite's own locks are POSIX record locks, which C{flock} does not touch, so
+readers such as the backup command still work.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import errno
+import fcntl
+import functools
+import os
+import sqlite3
+import threading
+from importlib import resources
+from typing import Any, Callable, Deque, Iterator, List, Optional, Sequence, Tuple
+
+from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from chat.storage.interfaces import (
+    IMessageStore,
+    Message,
+    StoredMessage,
+    StoreError,
+    check_messages,
+    check_retention,
+    cutoff,
+)
+
+#: The schema version this code writes; C{schema/v1.sql} .. C{vN.sql}.
+VERSION = 2
+
+#: At most this many messages in one group-commit transaction.
+MAX_GROUP = 8192
+
+#: Rows a prune looks at (by age) or removes (by count) per transaction, so
+#: that a big prune never holds the write lock for long.
+PRUNE_CHUNK = 2000
+
+#: Index entries a count prune reads per step when it looks for the oldest
+#: message to keep.
+PRUNE_STEP = 50000
+
+_COLUMNS = "id, room, timestamp, sender, content"
+
+
+def schema_script(version: int) -> str:
+    """
+    The SQL of C{schema/v<version>.sql}.
+    """
+    return resources.files("chat.storage").joinpath(f"schema/v{version}.sql").read_text("utf-8")
+
+
+def statements(script: str) -> List[str]:
+    """
+    The statements of an SQL script, so that each can run inside one
+    transaction (C{executescript} would commit first on older Pythons).
+    """
+    result, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            result.append(current.strip())
+            current = ""
+    if current.strip() and not all(
+        line.strip().startswith("--") or not line.strip() for line in current.splitlines()
+    ):
+        raise ValueError(f"incomplete SQL statement: {current.strip()!r}")
+    return result
+
+
+@contextlib.contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """
+    A write transaction on C{db} (autocommit mode): committed if the block
+    ends, rolled back if it raises.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
+def upgrade(db: sqlite3.Connection, name: str) -> int:
+    """
+    Bring the database on C{db} (autocommit mode) to L{VERSION} in one
+    transaction; return the version it had. C{name} is for errors.
+    """
+    with transaction(db):
+        (found,) = db.execute("PRAGMA user_version").fetchone()
+        if found > VERSION:
+            raise StoreError(
+                f"database {name!r} has schema version {found}, newer than this server's"
+                f" {VERSION}: run a newer chat server"
+            )
+        # A database of the first release has user_version 0, like an
+        # empty one: v1.sql creates its table only if it is missing.
+        for version in range(found + 1, VERSION + 1):
+            for statement in statements(schema_script(version)):
+                db.execute(statement)
+        if found != VERSION:
+            db.execute(f"PRAGMA user_version = {VERSION}")
+    return found
+
+
+def connect(path: str, busy_timeout: float) -> sqlite3.Connection:
+    """
+    Open (or create) the database at C{path} for the store, upgraded to the
+    current schema. Blocking: call it on the store's thread.
+    """
+    db = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        # With WAL, NORMAL keeps every commit across a crash of the
+        # process (kill -9); only a power loss may drop the latest ones.
+        db.execute("PRAGMA synchronous=NORMAL")
+        upgrade(db, path)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def lock_file(path: str) -> Optional[int]:
+    """
+    Open C{path} (creating it) and take an exclusive C{flock} on it; return
+    the descriptor, which holds the lock until closed. L{StoreError} if the
+    directory is missing, the file cannot be opened, or another server
+    holds the lock. None for C{":memory:"}.
+    """
+    if path == ":memory:":
+        return None
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise StoreError(f"cannot open database {path!r}: directory {directory!r} does not exist")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    except OSError as e:
+        raise StoreError(f"cannot open database {path!r}: {e.strerror}") from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise StoreError(
+                f"database {path!r} is in use by another chat server"
+                " (two servers cannot share one database file)"
+            ) from e
+        raise StoreError(f"cannot lock database {path!r}: {e.strerror}") from e
+    return fd
+
+
+def _store_error(name: str, failure: Failure) -> Failure:
+    """
+    C{failure} as a L{StoreError} naming the database, if it is an SQLite
+    or OS error; anything else (a bug) passes unchanged.
+    """
+    e = failure.value
+    if isinstance(e, (sqlite3.Error, OSError)):
+        return Failure(StoreError(f"database {name!r}: {e}".replace("\n", " ")))
+    return failure
+
+
+def _rows(cursor: sqlite3.Cursor) -> List[StoredMessage]:
+    """
+    Rows selected newest first, as messages oldest first.
+    """
+    rows = cursor.fetchall()
+    rows.reverse()
+    return [StoredMessage(*row) for row in rows]
+
+
+@implementer(IMessageStore)
+class SQLiteStore:
+    """
+    An L{IMessageStore} in an SQLite database. Make one with L{open}.
+
+    @ivar path: the database file, or C{":memory:"}.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        reactor: Any,
+        clock: Any = None,
+        busy_timeout: float = 1.0,
+    ) -> None:
+        self.path = path
+        self._reactor = reactor
+        self._clock = clock if clock is not None else reactor
+        self._busy_timeout = busy_timeout
+        self._pool = ThreadPool(1, 1, name=f"chat-sqlite {path}")
+        # The owner closes the store (close() waits for what was asked); a
+        # store left open must not keep the process from exiting, and a
+        # transaction cut short by exit is rolled back by SQLite.
+        self._pool.threadFactory = functools.partial(threading.Thread, daemon=True)
+        self._lock_fd: Optional[int] = None
+        self._db: Optional[sqlite3.Connection] = None
+        # (callable to run on the thread or messages to append, Deferred)
+        self._queue: Deque[Tuple[Any, Deferred]] = collections.deque()
+        self._running = False
+        self._closed = False
+        self._closing: Optional[Deferred] = None
+
+    @classmethod
+    def open(
+        cls,
+        path: str,
+        reactor: Any,
+        clock: Any = None,
+        busy_timeout: float = 1.0,
+    ) -> Deferred[SQLiteStore]:
+        """
+        Open the store at C{path}, creating and upgrading the database as
+        needed. Fires with the store, or fails with a one-line
+        L{StoreError}. The lock and the directory are checked at once, so a
+        second server on the same file gets a Deferred that has already
+        failed.
+
+        @param reactor: provides C{callFromThread} and C{getThreadPool}
+            (L{IReactorThreads}).
+        @param clock: the time for L{prune} (default: C{reactor}).
+        @param busy_timeout: seconds to wait for a lock held by another
+            connection before failing.
+        """
+        store = cls(path, reactor, clock, busy_timeout)
+        try:
+            store._lock_fd = lock_file(path)
+        except StoreError:
+            return fail()
+        store._pool.start()
+        d = store._call(lambda: setattr(store, "_db", connect(path, busy_timeout)))
+
+        def failed(failure: Failure) -> Deferred:
+            return store.close().addBoth(lambda _: failure)
+
+        return d.addCallbacks(lambda _: store, failed)
+
+    # The queue: one operation on the thread at a time, in call order.
+
+    def _submit(self, work: Any) -> Deferred:
+        if self._closed:
+            return fail(StoreError(f"database {self.path!r} is closed"))
+        d: Deferred = Deferred()
+        self._queue.append((work, d))
+        self._next()
+        return d
+
+    def _call(self, f: Callable[..., Any], *args: Any) -> Deferred:
+        return self._submit(functools.partial(f, *args))
+
+    def _next(self) -> None:
+        if self._running or not self._queue:
+            return
+        work, d = self._queue.popleft()
+        waiting = [d]
+        grouped = isinstance(work, list)
+        if grouped:
+            # Group commit: every append waiting right behind this one
+            # joins its transaction, up to MAX_GROUP messages.
+            groups = [work]
+            size = len(work)
+            while (
+                self._queue
+                and isinstance(self._queue[0][0], list)
+                and size + len(self._queue[0][0]) <= MAX_GROUP
+            ):
+                more, d = self._queue.popleft()
+                groups.append(more)
+                waiting.append(d)
+                size += len(more)
+            work = functools.partial(self._write, groups)
+        self._running = True
+        result = deferToThreadPool(self._reactor, self._pool, work)
+        result.addBoth(self._finished, waiting, grouped)
+
+    def _finished(self, result: Any, waiting: List[Deferred], grouped: bool) -> None:
+        self._running = False
+        # Start the next operation before running the callbacks of this
+        # one, so that the thread works while the reactor delivers.
+        self._next()
+        if isinstance(result, Failure):
+            result = _store_error(self.path, result)
+            for d in waiting:
+                d.errback(result)
+        elif grouped:
+            for d, ids in zip(waiting, result):
+                d.callback(ids)
+        else:
+            waiting[0].callback(result)
+
+    # Work on the store's thread.
+
+    def _write(self, groups: List[Sequence[Message]]) -> List[List[int]]:
+        db = self._db
+        assert db is not None
+        result = []
+        with transaction(db):
+            for messages in groups:
+                db.executemany(
+                    "INSERT INTO messages (room, timestamp, sender, content) VALUES (?, ?, ?, ?)",
+                    [(m.room, m.timestamp, m.sender, m.content) for m in messages],
+                )
+                # AUTOINCREMENT under the write lock: consecutive ids.
+                (last,) = db.execute("SELECT last_insert_rowid()").fetchone()
+                result.append(list(range(last - len(messages) + 1, last + 1)))
+        return result
+
+    def _recent(self, room: str, limit: int) -> List[StoredMessage]:
+        assert self._db is not None
+        return _rows(
+            self._db.execute(
+                f"SELECT {_COLUMNS} FROM messages WHERE room = ? ORDER BY id DESC LIMIT ?",
+                (room, limit),
+            )
+        )
+
+    def _before(self, room: str, before_id: int, limit: int) -> List[StoredMessage]:
+        assert self._db is not None
+        return _rows(
+            self._db.execute(
+                f"SELECT {_COLUMNS} FROM messages WHERE room = ? AND id < ?"
+                " ORDER BY id DESC LIMIT ?",
+                (room, before_id, limit),
+            )
+        )
+
+    def _prune_old(self, after_id: int, last_id: int, older_than: str) -> Tuple[int, int]:
+        """
+        Remove the messages older than C{older_than} among the next
+        L{PRUNE_CHUNK} ids after C{after_id} (up to C{last_id}); return how
+        many were removed and the last id looked at.
+        """
+        db = self._db
+        assert db is not None
+        (upto,) = db.execute(
+            "SELECT max(id) FROM (SELECT id FROM messages WHERE id > ? AND id <= ?"
+            " ORDER BY id LIMIT ?)",
+            (after_id, last_id, PRUNE_CHUNK),
+        ).fetchone()
+        if upto is None:
+            return 0, last_id
+        with transaction(db):
+            removed = db.execute(
+                "DELETE FROM messages WHERE id > ? AND id <= ? AND timestamp < ?",
+                (after_id, upto, older_than),
+            ).rowcount
+        return removed, upto
+
+    def _next_room(self, after: Optional[str]) -> Optional[str]:
+        assert self._db is not None
+        row = self._db.execute(
+            "SELECT room FROM messages WHERE room > ? ORDER BY room LIMIT 1"
+            if after is not None
+            else "SELECT room FROM messages ORDER BY room LIMIT 1",
+            (after,) if after is not None else (),
+        ).fetchone()
+        return row[0] if row else None
+
+    def _step_back(self, room: str, below_id: int, count: int) -> Optional[int]:
+        """
+        The id of the C{count}th message of C{room} below C{below_id}
+        (counting down), or None if there are fewer.
+        """
+        assert self._db is not None
+        row = self._db.execute(
+            "SELECT id FROM messages WHERE room = ? AND id < ? ORDER BY id DESC LIMIT 1 OFFSET ?",
+            (room, below_id, count - 1),
+        ).fetchone()
+        return row[0] if row else None
+
+    def _prune_room(self, room: str, below_id: int) -> int:
+        """
+        Remove the oldest L{PRUNE_CHUNK} messages of C{room} below
+        C{below_id}; return how many were removed.
+        """
+        db = self._db
+        assert db is not None
+        with transaction(db):
+            return db.execute(
+                "DELETE FROM messages WHERE id IN (SELECT id FROM messages"
+                " WHERE room = ? AND id < ? ORDER BY id LIMIT ?)",
+                (room, below_id, PRUNE_CHUNK),
+            ).rowcount
+
+    def _last_id(self) -> int:
+        assert self._db is not None
+        (last,) = self._db.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()
+        return last
+
+    def _close_db(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    # IMessageStore
+
+    def append(self, messages: Sequence[Message]) -> Deferred[List[int]]:
+        messages = list(messages)
+        try:
+            check_messages(messages)
+        except StoreError:
+            return fail()
+        if not messages and not self._closed:
+            return succeed([])
+        return self._submit(messages)
+
+    def recent(self, room: str, limit: int) -> Deferred[List[StoredMessage]]:
+        _check_limit(limit)
+        return self._call(self._recent, room, limit)
+
+    def before(self, room: str, before_id: int, limit: int) -> Deferred[List[StoredMessage]]:
+        _check_limit(limit)
+        return self._call(self._before, room, before_id, limit)
+
+    def prune(
+        self, keep_days: Optional[float] = None, keep_last: Optional[int] = None
+    ) -> Deferred[int]:
+        """
+        See L{IMessageStore.prune}. Each chunk is its own short transaction
+        and its own turn on the thread, so appends and reads go on between
+        chunks.
+        """
+        check_retention(keep_days, keep_last)
+        return self._prune(keep_days, keep_last)
+
+    @inlineCallbacks
+    def _prune(self, keep_days: Optional[float], keep_last: Optional[int]) -> Any:
+        removed = 0
+        if keep_days is not None:
+            older_than = cutoff(self._clock.seconds(), keep_days)
+            # Messages stored after the prune began are new: stop there.
+            last_id = yield self._call(self._last_id)
+            after = 0
+            while after < last_id:
+                count, after = yield self._call(self._prune_old, after, last_id, older_than)
+                removed += count
+        if keep_last is not None:
+            end = (yield self._call(self._last_id)) + 1
+            room = yield self._call(self._next_room, None)
+            while room is not None:
+                # Find the oldest message to keep, counting back from the
+                # newest in steps (each step reads at most PRUNE_STEP
+                # index entries), then remove what is below it in chunks.
+                keep_from: Optional[int] = end
+                left = keep_last
+                while left and keep_from is not None:
+                    step = min(left, PRUNE_STEP)
+                    keep_from = yield self._call(self._step_back, room, keep_from, step)
+                    left -= step
+                while keep_from is not None:
+                    count = yield self._call(self._prune_room, room, keep_from)
+                    removed += count
+                    if count < PRUNE_CHUNK:
+                        break
+                room = yield self._call(self._next_room, room)
+        return removed
+
+    def backup(self, path: str) -> Deferred[int]:
+        """
+        See L{IMessageStore.backup}. A database file is copied from a
+        connection of its own on the reactor's thread pool, so the store
+        goes on writing meanwhile; C{":memory:"} from the store's own.
+        """
+        from chat.storage.backup import backup_connection, backup_database
+
+        if self._closed:
+            return fail(StoreError(f"database {self.path!r} is closed"))
+        if self.path == ":memory:":
+            return self._call(lambda: backup_connection(self._db, path))
+        return deferToThreadPool(
+            self._reactor, self._reactor.getThreadPool(), backup_database, self.path, path
+        )
+
+    def close(self) -> Deferred[None]:
+        """
+        See L{IMessageStore.close}: what was asked before runs first.
+        """
+        if self._closing is None:
+            if self._pool.started:
+                self._closing = self._call(self._close_db)
+            else:
+                self._closing = succeed(None)
+            self._closed = True
+            self._closing.addBoth(self._release)
+        d: Deferred = Deferred()
+
+        def done(result: Any) -> Any:
+            d.callback(None)
+            return result
+
+        self._closing.addBoth(done)
+        return d
+
+    def _release(self, result: Any) -> Any:
+        if self._pool.started:
+            self._pool.stop()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        return None
+
+
+def _check_limit(limit: int) -> None:
+    if type(limit) is not int or limit < 0:
+        raise ValueError(f"limit must be 0 or more, not {limit!r}")

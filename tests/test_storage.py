@@ -1,0 +1,699 @@
+"""
+The message stores of chat.storage: the behaviour every L{IMessageStore}
+shares, tested on L{MemoryStore} and on L{SQLiteStore} (a real database
+file, on its real thread), then what only SQLite has: the schema and its
+upgrade, the query plans, the lock, group commit, work off the reactor
+thread, and backups.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+
+from twisted.internet import defer, reactor, task
+from twisted.trial.unittest import TestCase
+from zope.interface.verify import verifyObject
+
+from chat.storage import (
+    IMessageStore,
+    MemoryStore,
+    Message,
+    SQLiteStore,
+    StoredMessage,
+    StoreError,
+    open_store,
+)
+from chat.storage import sqlite as sqlite_module
+from chat.storage.backup import backup_database
+from chat.storage.sqlite import VERSION, schema_script
+
+#: 2026-11-24T22:00:00Z, the clock's time in these tests.
+NOW = 1795557600.0
+
+
+def stamp(days_ago: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(NOW - days_ago * 86400))
+
+
+def msg(content: str, room: str = "lobby", days_ago: float = 0, sender: str = "alice") -> Message:
+    return Message(room, stamp(days_ago), sender, content)
+
+
+def contents(stored) -> list:
+    return [m.content for m in stored]
+
+
+def v1_database(path: str, count: int) -> list:
+    """
+    A database as the first release (chat/store.py) made it, from v1.sql
+    exactly, with C{count} messages and gaps in the ids as deletes leave
+    them; returns its rows (id, timestamp, sender, content) in order.
+    """
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA busy_timeout=1000")
+    db.executescript(schema_script(1))
+    db.executemany(
+        "INSERT INTO messages (timestamp, sender, content) VALUES (?, ?, ?)",
+        [(stamp(count - i), f"user{i % 7}", f"old message {i}") for i in range(count)],
+    )
+    # The newest message removed too: its id must not come back.
+    db.execute("DELETE FROM messages WHERE id % 10 = 3 OR id = ?", (count,))
+    rows = db.execute("SELECT id, timestamp, sender, content FROM messages ORDER BY id").fetchall()
+    db.close()
+    return rows
+
+
+class StoreContract:
+    """
+    What every store does; a subclass says how to make one.
+    """
+
+    def make_store(self) -> defer.Deferred:
+        raise NotImplementedError
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.clock.advance(NOW)
+        self.directory = self.mktemp()
+        os.mkdir(self.directory)
+        self.path = os.path.join(self.directory, "chat.db")
+
+    @defer.inlineCallbacks
+    def store(self):
+        store = yield self.make_store()
+        self.addCleanup(store.close)
+        return store
+
+    @defer.inlineCallbacks
+    def test_interface(self):
+        """
+        The store provides IMessageStore.
+        """
+        store = yield self.store()
+        self.assertTrue(verifyObject(IMessageStore, store))
+
+    @defer.inlineCallbacks
+    def test_append_gives_ids_and_recent_returns_them(self):
+        """
+        Appends fire with increasing ids, one per message; recent returns
+        the messages oldest first with those ids and every field intact.
+        """
+        store = yield self.store()
+        first = yield store.append([msg("a"), msg("b", sender="bob")])
+        second = yield store.append([msg("c")])
+        self.assertEqual(len(first + second), 3)
+        self.assertEqual(first + second, sorted(set(first + second)))
+        got = yield store.recent("lobby", 10)
+        self.assertEqual(
+            got,
+            [
+                StoredMessage(first[0], "lobby", stamp(0), "alice", "a"),
+                StoredMessage(first[1], "lobby", stamp(0), "bob", "b"),
+                StoredMessage(second[0], "lobby", stamp(0), "alice", "c"),
+            ],
+        )
+
+    @defer.inlineCallbacks
+    def test_recent_is_the_last_window(self):
+        """
+        recent returns only the last C{limit} messages, oldest first; a
+        limit of 0 returns none, an unknown room none.
+        """
+        store = yield self.store()
+        yield store.append([msg(str(i)) for i in range(10)])
+        self.assertEqual(contents((yield store.recent("lobby", 3))), ["7", "8", "9"])
+        self.assertEqual((yield store.recent("lobby", 0)), [])
+        self.assertEqual((yield store.recent("nowhere", 5)), [])
+
+    @defer.inlineCallbacks
+    def test_rooms_are_separate_and_any_key_works(self):
+        """
+        Each room has its own window; a room is any string (a private
+        conversation's key later), stored exactly.
+        """
+        store = yield self.store()
+        odd = "dm:alice\x00bob ✓ 𝄞"
+        yield store.append([msg("l1"), msg("o1", room=odd), msg("l2"), msg("k1", room="kitchen")])
+        self.assertEqual(contents((yield store.recent("lobby", 10))), ["l1", "l2"])
+        got = yield store.recent(odd, 10)
+        self.assertEqual([(m.room, m.content) for m in got], [(odd, "o1")])
+        self.assertEqual(contents((yield store.recent("kitchen", 10))), ["k1"])
+
+    @defer.inlineCallbacks
+    def test_text_round_trips(self):
+        """
+        Text outside the BMP, NUL and line separators come back exactly.
+        """
+        store = yield self.store()
+        text = "nul\x00 emoji 😀 astral 𝄞 sep \u2028\u2029 bidi \u202e end"
+        yield store.append([Message("lobby", stamp(0), "ælice", text)])
+        [got] = yield store.recent("lobby", 1)
+        self.assertEqual((got.sender, got.content), ("ælice", text))
+
+    @defer.inlineCallbacks
+    def test_before_pages_back_through_everything(self):
+        """
+        Paging back with before, from the window's oldest id, returns every
+        older message of the room exactly once, in order, then nothing.
+        """
+        store = yield self.store()
+        for i in range(25):
+            yield store.append([msg(f"m{i}"), msg(f"other{i}", room="kitchen")])
+        page = yield store.recent("lobby", 4)
+        seen = contents(page)
+        while page:
+            page = yield store.before("lobby", page[0].id, 4)
+            self.assertLessEqual(len(page), 4)
+            seen = contents(page) + seen
+        self.assertEqual(seen, [f"m{i}" for i in range(25)])
+
+    @defer.inlineCallbacks
+    def test_empty_append(self):
+        """
+        Appending nothing fires with no ids and stores nothing.
+        """
+        store = yield self.store()
+        self.assertEqual((yield store.append([])), [])
+        self.assertEqual((yield store.recent("lobby", 5)), [])
+
+    @defer.inlineCallbacks
+    def test_bad_message_fails_alone(self):
+        """
+        An append holding something that is not a message of strings fails
+        with StoreError and stores none of its messages.
+        """
+        store = yield self.store()
+        bad = [msg("fine"), Message("lobby", stamp(0), "alice", 42)]
+        yield self.assertFailure(store.append(bad), StoreError)
+        yield self.assertFailure(store.append([("lobby", "t", "a", "b")]), StoreError)
+        yield store.append([msg("after")])
+        self.assertEqual(contents((yield store.recent("lobby", 5))), ["after"])
+
+    @defer.inlineCallbacks
+    def test_bad_limits_raise(self):
+        """
+        A negative or non-integer limit is a ValueError.
+        """
+        store = yield self.store()
+        self.assertRaises(ValueError, store.recent, "lobby", -1)
+        self.assertRaises(ValueError, store.before, "lobby", 5, 2.5)
+
+    @defer.inlineCallbacks
+    def test_prune_by_age(self):
+        """
+        prune(keep_days) removes exactly the messages whose timestamp is
+        older than that many days before the clock's time, in every room.
+        """
+        store = yield self.store()
+        yield store.append(
+            [
+                msg("old", days_ago=10),
+                msg("edge", days_ago=7),
+                msg("new", days_ago=1),
+                msg("old kitchen", room="kitchen", days_ago=8),
+                msg("out of order old", days_ago=30),
+                msg("now"),
+            ]
+        )
+        removed = yield store.prune(keep_days=7)
+        self.assertEqual(removed, 3)
+        self.assertEqual(contents((yield store.recent("lobby", 10))), ["edge", "new", "now"])
+        self.assertEqual((yield store.recent("kitchen", 10)), [])
+
+    @defer.inlineCallbacks
+    def test_prune_by_count(self):
+        """
+        prune(keep_last) keeps the last N messages of each room.
+        """
+        store = yield self.store()
+        yield store.append([msg(f"l{i}") for i in range(6)])
+        yield store.append([msg(f"k{i}", room="kitchen") for i in range(2)])
+        yield store.append([msg(f"z{i}", room="zoo") for i in range(4)])
+        removed = yield store.prune(keep_last=3)
+        self.assertEqual(removed, 3 + 0 + 1)
+        self.assertEqual(contents((yield store.recent("lobby", 10))), ["l3", "l4", "l5"])
+        self.assertEqual(contents((yield store.recent("kitchen", 10))), ["k0", "k1"])
+        self.assertEqual(contents((yield store.recent("zoo", 10))), ["z1", "z2", "z3"])
+        self.assertEqual((yield store.prune(keep_last=0)), 8)
+        self.assertEqual((yield store.recent("lobby", 10)), [])
+
+    @defer.inlineCallbacks
+    def test_prune_by_both(self):
+        """
+        With both limits a message goes if either says so.
+        """
+        store = yield self.store()
+        yield store.append([msg("a", days_ago=9), msg("b", days_ago=2), msg("c"), msg("d")])
+        self.assertEqual((yield store.prune(keep_days=5, keep_last=3)), 1)
+        self.assertEqual((yield store.prune(keep_days=1, keep_last=3)), 1)
+        self.assertEqual(contents((yield store.recent("lobby", 10))), ["c", "d"])
+
+    @defer.inlineCallbacks
+    def test_prune_needs_a_sensible_retention(self):
+        """
+        prune with no limit, a negative one or a non-integer count is a
+        ValueError.
+        """
+        store = yield self.store()
+        for kwargs in ({}, {"keep_days": -1}, {"keep_last": -2}, {"keep_last": 1.5}):
+            self.assertRaises(ValueError, store.prune, **kwargs)
+
+    @defer.inlineCallbacks
+    def test_ids_never_reused(self):
+        """
+        After every message is pruned, the next id is still above every id
+        given before.
+        """
+        store = yield self.store()
+        ids = yield store.append([msg("a", days_ago=3), msg("b", days_ago=3)])
+        self.assertEqual((yield store.prune(keep_days=1)), 2)
+        [new] = yield store.append([msg("c")])
+        self.assertGreater(new, max(ids))
+
+    @defer.inlineCallbacks
+    def test_closed_store_fails(self):
+        """
+        After close every operation fails with StoreError.
+        """
+        store = yield self.store()
+        yield store.close()
+        yield self.assertFailure(store.append([msg("x")]), StoreError)
+        yield self.assertFailure(store.recent("lobby", 1), StoreError)
+        yield self.assertFailure(store.before("lobby", 9, 1), StoreError)
+        yield self.assertFailure(store.prune(keep_last=1), StoreError)
+        yield self.assertFailure(store.backup(self.path + ".copy"), StoreError)
+
+    @defer.inlineCallbacks
+    def test_backup_opens_as_a_store(self):
+        """
+        A backup is a database file that a store opens with the same
+        messages and ids, and whose next id follows the last one given.
+        """
+        store = yield self.store()
+        yield store.append([msg("a"), msg("k", room="kitchen"), msg("b")])
+        ids = yield store.append([msg("newest", days_ago=2)])
+        yield store.prune(keep_days=1)
+        copy = os.path.join(self.directory, "backup.db")
+        self.assertEqual((yield store.backup(copy)), 3)
+        yield self.assertFailure(store.backup(copy), StoreError)
+        restored = yield SQLiteStore.open(copy, reactor)
+        try:
+            self.assertEqual(
+                (yield restored.recent("lobby", 10)), (yield store.recent("lobby", 10))
+            )
+            self.assertEqual(contents((yield restored.recent("kitchen", 10))), ["k"])
+            [new] = yield restored.append([msg("c")])
+            self.assertGreater(new, ids[0])
+        finally:
+            yield restored.close()
+
+
+class MemoryStoreTests(StoreContract, TestCase):
+    def make_store(self):
+        return open_store(":memory:", reactor, self.clock)
+
+    def test_is_memory(self):
+        """
+        open_store gives a MemoryStore for :memory:, whose results are
+        ready at once.
+        """
+        d = open_store(":memory:", reactor, self.clock)
+        store = self.successResultOf(d)
+        self.assertIsInstance(store, MemoryStore)
+        self.assertEqual(self.successResultOf(store.append([msg("x")])), [1])
+
+
+class SQLiteFileStoreTests(StoreContract, TestCase):
+    def make_store(self):
+        return open_store(self.path, reactor, self.clock)
+
+
+class SQLiteMemoryStoreTests(StoreContract, TestCase):
+    """
+    An SQLite store in memory behaves the same (and backs up from its own
+    connection).
+    """
+
+    def make_store(self):
+        return SQLiteStore.open(":memory:", reactor, self.clock)
+
+
+class SQLiteTests(TestCase):
+    """
+    What only the SQLite store has.
+    """
+
+    def setUp(self):
+        self.directory = self.mktemp()
+        os.mkdir(self.directory)
+        self.path = os.path.join(self.directory, "chat.db")
+
+    @defer.inlineCallbacks
+    def open(self, path=None, **kwargs):
+        store = yield SQLiteStore.open(path or self.path, reactor, **kwargs)
+        self.addCleanup(store.close)
+        return store
+
+    def connect(self, path=None):
+        db = sqlite3.connect(path or self.path, isolation_level=None)
+        self.addCleanup(db.close)
+        return db
+
+    @defer.inlineCallbacks
+    def test_new_database(self):
+        """
+        A new database is in WAL mode at the current schema version, with
+        the room index; the store's connection syncs NORMAL and waits for
+        locks.
+        """
+        store = yield self.open(busy_timeout=2.5)
+        db = self.connect()
+        self.assertEqual(db.execute("PRAGMA journal_mode").fetchone()[0], "wal")
+        self.assertEqual(db.execute("PRAGMA user_version").fetchone()[0], VERSION)
+        self.assertIn(
+            "messages_by_room",
+            [row[1] for row in db.execute("PRAGMA index_list(messages)")],
+        )
+        settings = yield store._call(
+            lambda: [
+                store._db.execute(f"PRAGMA {name}").fetchone()[0]
+                for name in ("synchronous", "busy_timeout")
+            ]
+        )
+        self.assertEqual(settings, [1, 2500])  # 1 is NORMAL
+
+    @defer.inlineCallbacks
+    def test_upgrade_keeps_every_message(self):
+        """
+        A database made by the first release opens, upgraded, with every
+        message in the lobby with its id and in its order; an id deleted
+        before the upgrade is not given out again.
+        """
+        rows = v1_database(self.path, 500)
+        store = yield self.open()
+        got = yield store.recent("lobby", 1000)
+        self.assertEqual([(m.id, m.timestamp, m.sender, m.content) for m in got], rows)
+        self.assertEqual({m.room for m in got}, {"lobby"})
+        [new] = yield store.append([msg("new")])
+        self.assertEqual(new, 501)
+        self.assertEqual(self.connect().execute("PRAGMA user_version").fetchone()[0], VERSION)
+
+    @defer.inlineCallbacks
+    def test_failed_upgrade_changes_nothing(self):
+        """
+        An upgrade that fails half way is rolled back whole: the open fails
+        with a one-line StoreError, and the database is as it was.
+        """
+        rows = v1_database(self.path, 20)
+        db = self.connect()
+        # The upgrade's index name is taken, so its second statement fails
+        # after the first has added the room column.
+        db.execute("CREATE TABLE other (x)")
+        db.execute("CREATE INDEX messages_by_room ON other (x)")
+        failure = yield self.assertFailure(SQLiteStore.open(self.path, reactor), StoreError)
+        self.assertIn(repr(self.path), str(failure))
+        self.assertNotIn("\n", str(failure))
+        self.assertEqual(db.execute("PRAGMA user_version").fetchone()[0], 0)
+        columns = [row[1] for row in db.execute("PRAGMA table_info(messages)")]
+        self.assertEqual(columns, ["id", "timestamp", "sender", "content"])
+        self.assertEqual(
+            db.execute("SELECT id, timestamp, sender, content FROM messages").fetchall(), rows
+        )
+        # And the lock was let go: a fixed database opens.
+        db.execute("DROP TABLE other")
+        store = yield self.open()
+        self.assertEqual(len((yield store.recent("lobby", 100))), len(rows))
+
+    @defer.inlineCallbacks
+    def test_newer_schema_refused(self):
+        """
+        A database from a newer server is refused with a one-line error
+        naming the file and both versions, and left as it was.
+        """
+        db = self.connect()
+        db.execute(f"PRAGMA user_version = {VERSION + 1}")
+        failure = yield self.assertFailure(SQLiteStore.open(self.path, reactor), StoreError)
+        self.assertIn(repr(self.path), str(failure))
+        self.assertIn(f"schema version {VERSION + 1}", str(failure))
+        self.assertEqual(db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0], 0)
+
+    def test_not_a_database(self):
+        """
+        A file that is not a database is a one-line StoreError naming it.
+        """
+        with open(self.path, "wb") as f:
+            f.write(b"this is not sqlite\n" * 200)
+        d = SQLiteStore.open(self.path, reactor)
+        return self.assertFailure(d, StoreError).addCallback(
+            lambda e: self.assertIn(repr(self.path), str(e))
+        )
+
+    @defer.inlineCallbacks
+    def test_query_plans_use_the_room_index(self):
+        """
+        The statements recent and before run search the room index in id
+        order: no scan of the table, no sort, so they cost O(limit).
+        """
+        store = yield self.open()
+        yield store.append([msg(str(i), room=f"r{i % 5}") for i in range(200)])
+        seen = []
+        yield store._call(lambda: store._db.set_trace_callback(seen.append))
+        yield store.recent("r1", 10)
+        yield store.before("r1", 100, 10)
+        yield store._call(lambda: store._db.set_trace_callback(None))
+        self.assertEqual(len(seen), 2)
+        db = self.connect()
+        for sql in seen:
+            plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql)]
+            self.assertEqual(len(plan), 1, plan)
+            self.assertRegex(plan[0], r"^SEARCH messages USING INDEX messages_by_room \(room=\?")
+
+    @defer.inlineCallbacks
+    def test_second_store_on_a_file_is_refused(self):
+        """
+        While a store has a database file open, opening it again fails at
+        once with a one-line StoreError naming the file; once the first is
+        closed it opens.
+        """
+        first = yield SQLiteStore.open(self.path, reactor)
+        d = SQLiteStore.open(self.path, reactor)
+        failure = self.failureResultOf(d, StoreError)
+        self.assertIn(repr(self.path), str(failure.value))
+        self.assertIn("in use by another chat server", str(failure.value))
+        self.assertNotIn("\n", str(failure.value))
+        yield first.append([msg("kept")])
+        yield first.close()
+        second = yield self.open()
+        self.assertEqual(contents((yield second.recent("lobby", 5))), ["kept"])
+
+    @defer.inlineCallbacks
+    def test_backup_while_locked(self):
+        """
+        The backup command works on a database a store holds.
+        """
+        store = yield self.open()
+        yield store.append([msg("a"), msg("b")])
+        copy = os.path.join(self.directory, "copy.db")
+        count = yield defer.maybeDeferred(backup_database, self.path, copy)
+        self.assertEqual(count, 2)
+
+    def test_missing_directory(self):
+        """
+        A database in a directory that does not exist is a one-line
+        StoreError naming the directory; nothing is created.
+        """
+        path = os.path.join(self.directory, "no", "such", "chat.db")
+        failure = self.failureResultOf(SQLiteStore.open(path, reactor), StoreError)
+        self.assertIn(os.path.join(self.directory, "no", "such"), str(failure.value))
+        self.assertFalse(os.path.exists(os.path.join(self.directory, "no")))
+
+    @defer.inlineCallbacks
+    def test_locked_database_does_not_stall_the_reactor(self):
+        """
+        While another connection holds the write lock, an append waits on
+        the store's thread, not the reactor: it has not fired when it
+        returns, the reactor keeps running, and it fails with StoreError
+        once the busy timeout ends; the next append works.
+        """
+        store = yield self.open(busy_timeout=0.5)
+        blocker = self.connect()
+        blocker.execute("BEGIN IMMEDIATE")
+        turned = []
+        d = store.append([msg("blocked")])
+        self.assertFalse(d.called)
+        reactor.callLater(0, lambda: turned.append(d.called))
+        failure = yield self.assertFailure(d, StoreError)
+        self.assertEqual(turned, [False])
+        self.assertIn("locked", str(failure))
+        blocker.execute("ROLLBACK")
+        yield store.append([msg("free")])
+        self.assertEqual(contents((yield store.recent("lobby", 5))), ["free"])
+
+    @defer.inlineCallbacks
+    def test_group_commit(self):
+        """
+        Appends asked while another is being written share a transaction,
+        and each still fires with its own ids, in the order asked.
+        """
+        store = yield self.open()
+        began = []
+        yield store._call(
+            lambda: store._db.set_trace_callback(
+                lambda sql: began.append(sql) if sql.startswith("BEGIN") else None
+            )
+        )
+        batches = [[msg(f"{i}.{j}") for j in range(i % 4 + 1)] for i in range(60)]
+        ids = yield defer.gatherResults([store.append(b) for b in batches])
+        self.assertLess(len(began), len(batches) // 2)
+        got = yield store.recent("lobby", 1000)
+        by_id = {m.id: m.content for m in got}
+        self.assertEqual([[by_id[i] for i in each] for each in ids], [contents(b) for b in batches])
+        self.assertEqual([m.content for m in got], [m.content for b in batches for m in b])
+
+    @defer.inlineCallbacks
+    def test_failed_group_stores_nothing(self):
+        """
+        When a shared transaction fails every append in it fails and none
+        of their messages is stored.
+        """
+        store = yield self.open(busy_timeout=0.2)
+        blocker = self.connect()
+        blocker.execute("BEGIN IMMEDIATE")
+        results = [store.append([msg(f"x{i}")]) for i in range(5)]
+        for d in results:
+            yield self.assertFailure(d, StoreError)
+        blocker.execute("ROLLBACK")
+        self.assertEqual((yield store.recent("lobby", 10)), [])
+
+    @defer.inlineCallbacks
+    def test_operations_in_call_order(self):
+        """
+        A read asked right after an append sees it, and an append asked
+        after a read does not change what the read returns.
+        """
+        store = yield self.open()
+        # The first append is on the thread while the rest wait their turn.
+        appended = [store.append([msg("one")]), store.append([msg("two")])]
+        read = store.recent("lobby", 5)
+        later = store.append([msg("three")])
+        self.assertEqual(contents((yield read)), ["one", "two"])
+        yield defer.gatherResults(appended + [later])
+
+    @defer.inlineCallbacks
+    def test_close_finishes_what_was_asked(self):
+        """
+        close waits for the operations asked before it: an append not yet
+        done when close is called is stored.
+        """
+        store = yield SQLiteStore.open(self.path, reactor)
+        appended = store.append([msg("last words")])
+        yield store.close()
+        self.assertTrue(appended.called)
+        yield appended
+        rows = self.connect().execute("SELECT content FROM messages").fetchall()
+        self.assertEqual(rows, [("last words",)])
+
+    @defer.inlineCallbacks
+    def test_prune_in_chunks_lets_appends_through(self):
+        """
+        A prune is many short transactions: an append asked after a big
+        prune began is done before the prune ends.
+        """
+        self.patch(sqlite_module, "PRUNE_CHUNK", 10)
+        store = yield self.open()
+        yield store.append([msg(f"old{i}", days_ago=30) for i in range(300)])
+        order = []
+        appended = []
+        chunk = store._prune_old
+
+        def first_chunk(*args):
+            # Once the prune is under way, ask for an append (from the
+            # store's thread, as the reactor would between two chunks).
+            result = chunk(*args)
+            if not appended:
+                appended.append(None)
+                reactor.callFromThread(
+                    lambda: appended.append(
+                        store.append([msg("new")]).addCallback(lambda _: order.append("append"))
+                    )
+                )
+            return result
+
+        self.patch(store, "_prune_old", first_chunk)
+        yield store.prune(keep_days=1).addCallback(order.append)
+        yield appended[1]
+        self.assertEqual(order, ["append", 300])
+        self.assertEqual(contents((yield store.recent("lobby", 5))), ["new"])
+
+    @defer.inlineCallbacks
+    def test_prune_by_count_in_chunks(self):
+        """
+        A count prune bigger than a chunk, keeping more than a step, removes
+        everything it should and nothing else.
+        """
+        self.patch(sqlite_module, "PRUNE_CHUNK", 7)
+        self.patch(sqlite_module, "PRUNE_STEP", 3)
+        store = yield self.open()
+        yield store.append([msg(f"m{i}", room=f"r{i % 3}") for i in range(90)])
+        self.assertEqual((yield store.prune(keep_last=4)), 90 - 12)
+        for r in range(3):
+            self.assertEqual(
+                contents((yield store.recent(f"r{r}", 10))), [f"m{i}" for i in range(r + 78, 90, 3)]
+            )
+        self.assertEqual((yield store.prune(keep_last=4)), 0)
+        self.assertEqual((yield store.prune(keep_last=3)), 3)
+
+    @defer.inlineCallbacks
+    def test_backup_while_writing_is_a_prefix(self):
+        """
+        A backup taken while a thread keeps appending holds exactly the
+        first k messages for some k, at least every message acknowledged
+        before the backup began.
+        """
+        store = yield self.open()
+        yield store.append([msg(f"m{i}") for i in range(2000)])
+        stop = threading.Event()
+        written = []
+
+        def writer():
+            # A second writer in another thread, as another process would.
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=5)
+            i = 2000
+            while not stop.is_set():
+                db.execute("BEGIN IMMEDIATE")
+                for _ in range(20):
+                    db.execute(
+                        "INSERT INTO messages (room, timestamp, sender, content) VALUES (?,?,?,?)",
+                        ("lobby", stamp(0), "w", f"m{i}"),
+                    )
+                    i += 1
+                db.execute("COMMIT")
+                written.append(i)
+            db.close()
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            copies = []
+            for n in range(3):
+                acknowledged = written[-1] if written else 2000
+                path = os.path.join(self.directory, f"copy{n}.db")
+                count = yield store.backup(path)
+                copies.append((path, count, acknowledged))
+        finally:
+            stop.set()
+            thread.join()
+        self.assertGreater(written[-1], 2000)
+        for path, count, acknowledged in copies:
+            db = self.connect(path)
+            rows = db.execute("SELECT id, content FROM messages ORDER BY id").fetchall()
+            self.assertEqual(len(rows), count)
+            self.assertGreaterEqual(count, acknowledged)
+            self.assertEqual(rows, [(i + 1, f"m{i}") for i in range(count)])
+            self.assertEqual(db.execute("PRAGMA journal_mode").fetchone()[0], "delete")
+            self.assertEqual(db.execute("PRAGMA integrity_check").fetchone()[0], "ok")
