@@ -195,6 +195,29 @@ class SocketClient:
         """
         return [json.loads(item) for h in self.of("history") for item in h["content"]]
 
+    def messages(self) -> List[Any]:
+        """
+        Every chat message received so far, in order, decoded: message
+        responses and the items of history responses (in which a legacy
+        client also gets messages that arrived together).
+        """
+        out: List[Any] = []
+        for r in self.responses:
+            if r["response"] == "message":
+                out.append(r)
+            elif r["response"] == "history":
+                out += [json.loads(i) if isinstance(i, str) else i for i in r["content"]]
+        return out
+
+    def read_messages(self, count: int) -> List[Any]:
+        """
+        Receive until at least C{count} chat messages have come; return
+        them all.
+        """
+        self.read_until(lambda: len(self.messages()) >= count)
+        self._read = len(self.responses)
+        return self.messages()
+
     def login(self, name: str) -> List[Any]:
         self.send("login", name)
         return self.read(2)

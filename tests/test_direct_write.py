@@ -18,7 +18,7 @@ from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.trial.unittest import TestCase
 
 from chat.core.service import ChatService
-from chat.store import MemoryStore
+from chat.storage import MemoryStore
 from chat.transports.tcp import ChatServerFactory
 from chat.wire import encode_request
 
@@ -92,7 +92,7 @@ class SocketConnection(tcp.Connection):
 class DirectWriteTests(TestCase):
     def setUp(self):
         self.clock = Clock()
-        self.service = ChatService(MemoryStore(), self.clock)
+        self.service = ChatService(MemoryStore(self.clock), self.clock)
         self.factory = ChatServerFactory(self.service, self.clock)
         sender = self.factory.buildProtocol(None)
         sender.makeConnection(StringTransport(peerAddress=IPv4Address("TCP", "10.0.0.1", 1)))
@@ -112,6 +112,7 @@ class DirectWriteTests(TestCase):
         self.readers = getattr(self, "readers", 0) + 1
         protocol.dataReceived(encode_request("login", f"bob{self.readers}"))
         self.clock.advance(0)
+        transport.drain()  # the login's replies
         return protocol, transport, sock
 
     def messages(self, sock):

@@ -12,7 +12,7 @@ from twisted.test.iosim import connectedServerAndClient
 from twisted.trial.unittest import TestCase
 
 from chat.core.service import ChatService
-from chat.store import MemoryStore
+from chat.storage import MemoryStore
 from chat.transports.tcp import ChatServerFactory
 from chat.wire import StreamDecoder
 
@@ -46,7 +46,7 @@ class RecordingClient(Protocol):
 class EndToEndTests(TestCase):
     def setUp(self):
         self.clock = Clock()
-        self.store = MemoryStore()
+        self.store = MemoryStore(self.clock)
         self.service = ChatService(self.store, self.clock)
         self.factory = ChatServerFactory(self.service, self.clock)
         self.pumps = []
@@ -113,7 +113,8 @@ class EndToEndTests(TestCase):
 
     def test_history_for_late_joiner(self):
         """
-        A client joining later sees every earlier message in its history.
+        A client joining later sees every earlier message in its history
+        (a legacy client's in several responses of at most 1024 bytes).
         """
         writers = [self.connect(newline=bool(i % 2)) for i in range(3)]
         for i, writer in enumerate(writers):
@@ -126,8 +127,10 @@ class EndToEndTests(TestCase):
         late = self.connect(newline=False)
         late.send("login", "late")
         self.settle()
-        info, history = late.take()
-        items = [json.loads(item) for item in history["content"]]
+        info, *histories = late.take()
+        self.assertEqual(info["response"], "info")
+        self.assertEqual({h["response"] for h in histories}, {"history"})
+        items = [json.loads(item) for h in histories for item in h["content"]]
         self.assertEqual(
             [(i["sender"], i["content"]) for i in items],
             [(f"user{i}", f"{r}-{i}") for r in range(3) for i in range(3)],

@@ -7,16 +7,18 @@ shutdown, identity and Unicode.
 
 import json
 
+from twisted.internet.defer import fail
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
+from chat.core.events import Notice
 from chat.core.interfaces import IFlowControlledClient
 from chat.core.limits import READ_PAUSE_BACKLOG, Limits, TokenBucket
 from chat.core.service import ChatService
 from chat.server.tap import Options, makeService
-from chat.store import MemoryStore, StoreError
+from chat.storage import MemoryStore, StoreError
 from chat.transports.tcp import PACING, ChatServerFactory, ConnectionLimits
 from chat.wire import Request, encode_request
 
@@ -63,7 +65,7 @@ class LimitsTestsMixin:
     def setUp(self):
         self.clock = Clock()
         self.clock.advance(START)
-        self.store = MemoryStore()
+        self.store = MemoryStore(self.clock)
         self.service = ChatService(self.store, self.clock, limits=self.limits)
         self.factory = ChatServerFactory(self.service, self.clock, self.connection_limits)
 
@@ -147,7 +149,9 @@ class ConnectionLimitTests(LimitsTestsMixin, TestCase):
         At the per-address limit, the oldest connection from that address
         that has not logged in makes room; others' are left alone.
         """
-        self.factory.limits = ConnectionLimits(max_connections=10, max_connections_per_address=2)
+        self.factory.admission.limits = ConnectionLimits(
+            max_connections=10, max_connections_per_address=2
+        )
         elsewhere = self.connect(host="10.9.9.9")
         logged = self.logged_in("alice")
         idle = self.connect()
@@ -164,7 +168,9 @@ class ConnectionLimitTests(LimitsTestsMixin, TestCase):
         in, reopened as they are closed, cannot keep a real user out: every
         login attempt in the churn is served.
         """
-        self.factory.limits = ConnectionLimits(max_connections=20, max_connections_per_address=5)
+        self.factory.admission.limits = ConnectionLimits(
+            max_connections=20, max_connections_per_address=5
+        )
         open_idle = []
         for round_ in range(10):
             for i in range(20):
@@ -196,7 +202,7 @@ class ConnectionLimitTests(LimitsTestsMixin, TestCase):
         refused.protocol.dataReceived(b"{broken\n")
         refused.protocol.timeoutConnection()
         refused.protocol.make_room()
-        refused.protocol.deliver(b'{"x":1}\n')
+        refused.protocol.send(Notice("info", "x", "t"))
         refused.protocol.pause_reading()
         refused.protocol.resume_reading()
         refused.protocol.disconnect()
@@ -209,7 +215,9 @@ class ConnectionLimitTests(LimitsTestsMixin, TestCase):
         """
         A limit of 0 means no limit.
         """
-        self.factory.limits = ConnectionLimits(max_connections=0, max_connections_per_address=0)
+        self.factory.admission.limits = ConnectionLimits(
+            max_connections=0, max_connections_per_address=0
+        )
         peers = [self.connect() for _ in range(10)]
         self.assertFalse(any(p.transport.disconnecting for p in peers))
 
@@ -296,7 +304,7 @@ class SendQueueTests(LimitsTestsMixin, TestCase):
             alice.send("msg", "x" * 100)
             self.clock.advance(0)
         self.assertTrue(bob.transport.disconnected)  # abortConnection
-        self.assertEqual(bob.protocol._queued, 0)
+        self.assertEqual(bob.protocol._queue.queued, 0)
         self.assertEqual(len(alice.take()), 20)
         self.flushLoggedErrors()
 
@@ -312,7 +320,7 @@ class SendQueueTests(LimitsTestsMixin, TestCase):
         bob = self.connect()
         bob.transport.producer.pauseProducing()
         bob.send("login", "bob")
-        self.assertGreater(bob.protocol._queued, 1000)
+        self.assertGreater(bob.protocol._queue.queued, 1000)
         self.assertFalse(bob.transport.disconnected)
         alice.send("msg", "after")
         self.clock.advance(0)
@@ -455,15 +463,19 @@ class FloodTests(LimitsTestsMixin, TestCase):
 
 
 class FailingStore(MemoryStore):
-    def __init__(self, error):
-        super().__init__()
+    """
+    A store whose appends fail with C{error} while C{fail} is set.
+    """
+
+    def __init__(self, clock, error):
+        super().__init__(clock)
         self.error = error
         self.fail = True
 
     def append(self, messages):
         if self.fail:
-            raise self.error
-        super().append(messages)
+            return fail(self.error)
+        return super().append(messages)
 
 
 class FaultTests(LimitsTestsMixin, TestCase):
@@ -473,7 +485,7 @@ class FaultTests(LimitsTestsMixin, TestCase):
         error, nobody sees the message, and once the store works again
         messages flow.
         """
-        self.store = FailingStore(StoreError("database is locked"))
+        self.store = FailingStore(self.clock, StoreError("database is locked"))
         self.service.store = self.store
         alice = self.logged_in("alice")
         bob = self.logged_in("bob")
@@ -493,7 +505,7 @@ class FaultTests(LimitsTestsMixin, TestCase):
         Any exception from the store is treated like a StoreError, logged
         with its traceback, and the sender's later requests still run.
         """
-        self.store = FailingStore(ZeroDivisionError("bug"))
+        self.store = FailingStore(self.clock, ZeroDivisionError("bug"))
         self.service.store = self.store
         alice = self.logged_in("alice")
         alice.send("msg", "lost")
@@ -554,7 +566,8 @@ class ShutdownTests(LimitsTestsMixin, TestCase):
         """
         options = Options()
         options.parseOptions(["--database", ":memory:", "--port", "tcp:0:interface=127.0.0.1"])
-        top = makeService(options, reactor=self.clock)
+        reactor = MemoryReactorClock()
+        top = makeService(options, reactor=reactor)
         server = top.services[0]
         server.startService()
         d = server.stopService()
@@ -697,11 +710,11 @@ class OptionsTests(TestCase):
                 "--keepalive-idle=5",
             ]
         )
-        clock = Clock()
+        clock = MemoryReactorClock()
         top = makeService(options, reactor=clock)
-        server, listener = top.services
+        [server] = top.services
         server.startService()
-        limits = listener.factory.limits
+        limits = server.factory.limits
         self.assertEqual(
             (
                 limits.max_request_size,
@@ -718,7 +731,7 @@ class OptionsTests(TestCase):
             (0, 3),
         )
         self.assertEqual(server.chat.limits.max_waiting, 9)
-        peer = Peer(listener.factory)
+        peer = Peer(server.factory)
         peer.protocol.dataReceived(b'{"request":"msg","content":"' + b"x" * 200 + b'"}')
         clock.advance(PACING)  # a legacy client: the close waits its turn
         [reply] = peer.take()

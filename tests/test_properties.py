@@ -17,7 +17,7 @@ from twisted.trial.unittest import TestCase
 
 from chat.core.limits import Limits
 from chat.core.service import ChatService
-from chat.store import MemoryStore
+from chat.storage import MemoryStore
 from chat.testing import FakeClient
 from chat.transports.tcp import ChatServerFactory, ConnectionLimits
 from chat.wire import DecodeError, Request, StreamDecoder, encode_json, parse_request
@@ -229,7 +229,7 @@ class RequestProperties(TestCase):
         message's sender is always who sent it.
         """
         clock = Clock()
-        service = ChatService(MemoryStore(), clock)
+        service = ChatService(MemoryStore(clock), clock)
         clients = [FakeClient() for _ in range(3)]
         sessions = [service.connect(c) for c in clients]
         model = Model(3)
@@ -239,7 +239,7 @@ class RequestProperties(TestCase):
             expected = model.expect(who, word, content)
             sender = model.names[who]
             for c in clients:
-                c.raw = []
+                c.events = []
             sessions[who].receive(Request(word.strip().lower(), content))
             clock.advance(0)
             got = []
@@ -312,7 +312,7 @@ class RequestProperties(TestCase):
     def _serve(self, chunks, limits=NO_FLOOD_CONTROL):
         clock = Clock()
         clock.advance(1700000000)
-        service = ChatService(MemoryStore(), clock, limits=limits)
+        service = ChatService(MemoryStore(clock), clock, limits=limits)
         factory = ChatServerFactory(service, clock, ConnectionLimits(max_request_size=300))
         transport = StringTransport()
         protocol = factory.buildProtocol(None)

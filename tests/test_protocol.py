@@ -11,8 +11,9 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 
 from chat.core.service import ChatService
-from chat.store import MemoryStore
-from chat.transports.tcp import LEGACY_MAX_RESPONSE, PACING, ChatServerFactory
+from chat.storage import MemoryStore
+from chat.transports.encoding import LEGACY_MAX_RESPONSE, LEGACY_RESPONSE, SHORTENED
+from chat.transports.tcp import PACING, ChatServerFactory, ConnectionLimits
 
 
 class WriteRecordingTransport(StringTransport):
@@ -38,7 +39,7 @@ def request(word, content=None, newline=False):
 class ProtocolTestsMixin:
     def setUp(self):
         self.clock = Clock()
-        self.store = MemoryStore()
+        self.store = MemoryStore(self.clock)
         self.service = ChatService(self.store, self.clock)
         self.factory = ChatServerFactory(self.service, self.clock)
 
@@ -105,7 +106,8 @@ class FramingTests(ProtocolTestsMixin, TestCase):
 
     def test_legacy_broadcast_paced(self):
         """
-        Messages broadcast to a legacy client arrive one per write.
+        Messages broadcast to a legacy client arrive one response per
+        write (several waiting messages may share a history response).
         """
         legacy, lt = self.connect()
         legacy.dataReceived(request("login", "old"))
@@ -114,14 +116,13 @@ class FramingTests(ProtocolTestsMixin, TestCase):
         for i in range(5):
             modern.dataReceived(request("msg", str(i), newline=True))
         self.run_clock()
-        contents = [json.loads(w)["content"] for w in lt.writes[2:]]
-        self.assertEqual(contents, ["0", "1", "2", "3", "4"])
+        self.assertEqual(legacy_messages(lt.writes[2:]), ["0", "1", "2", "3", "4"])
 
     def test_legacy_batch_split(self):
         """
         Messages from several senders in one reactor turn are broadcast as
-        one batch; a legacy client still gets them one per paced write, and
-        a newline client gets them all, in order.
+        one batch; a legacy client still gets one response per paced write,
+        and a newline client gets them all, in order.
         """
         legacy, lt = self.connect()
         legacy.dataReceived(request("login", "old"))
@@ -136,8 +137,7 @@ class FramingTests(ProtocolTestsMixin, TestCase):
         self.run_clock()
         received = self.responses(senders[0][1])
         self.assertEqual([r["content"] for r in received[2:]], ["a", "b", "c"])
-        contents = [json.loads(w)["content"] for w in lt.writes[2:]]
-        self.assertEqual(contents, ["a", "b", "c"])
+        self.assertEqual(legacy_messages(lt.writes[2:]), ["a", "b", "c"])
 
     def test_every_chunking(self):
         """
@@ -171,7 +171,7 @@ class FramingTests(ProtocolTestsMixin, TestCase):
     def test_legacy_history_split(self):
         """
         A legacy client gets a long history in several history responses,
-        each written alone and under 4096 bytes, every message in order.
+        each written alone and within 1024 bytes, every message in order.
         """
         self.fill_history(300)
         protocol, transport = self.connect()
@@ -180,7 +180,7 @@ class FramingTests(ProtocolTestsMixin, TestCase):
         self.assertGreater(len(transport.writes), 3)
         items = []
         for data in transport.writes[1:]:
-            self.assertLessEqual(len(data), LEGACY_MAX_RESPONSE)
+            self.assertLessEqual(len(data), LEGACY_RESPONSE)
             response = json.loads(data)
             self.assertEqual(response["response"], "history")
             items += [json.loads(i)["content"] for i in response["content"]]
@@ -297,23 +297,31 @@ class ConnectionTests(ProtocolTestsMixin, TestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
-class BatchSplitTests(ProtocolTestsMixin, TestCase):
-    def test_batch_split_once_for_all(self):
+class SharedDeliveryTests(ProtocolTestsMixin, TestCase):
+    def test_stalled_stream_recipients_share_lines(self):
         """
-        A broadcast batch is split into single responses once: every
-        recipient that has to queue it gets the same pieces, so stalled
-        recipients do not each hold a copy.
+        Stream recipients whose transport is full queue a broadcast's
+        message lines themselves, shared, not copies.
         """
-        batch = b'{"a":1}\n{"b":2}\n{"c":3}\n'
-        first = self.factory.responses_in(batch)
-        self.assertEqual(first, [b'{"a":1}\n', b'{"b":2}\n', b'{"c":3}\n'])
-        self.assertIs(self.factory.responses_in(batch), first)
-        self.assertEqual(self.factory.responses_in(b'{"d":4}\n'), [b'{"d":4}\n'])
+        readers = []
+        for i in range(2):
+            protocol, transport = self.connect()
+            protocol.dataReceived(request("login", f"r{i}", newline=True))
+            protocol._set_write_paused(True)
+            readers.append(protocol)
+        writer, _ = self.connect()
+        writer.dataReceived(request("login", "w", newline=True))
+        writer.dataReceived(b"".join(request("msg", str(i), newline=True) for i in range(3)))
+        self.clock.advance(0)
+        a, b = readers
+        self.assertEqual(len(a._queue), 3)
+        for i in range(3):
+            self.assertIs(a._queue.peek(i), b._queue.peek(i))
 
-    def test_legacy_recipients_share_queued_responses(self):
+    def test_legacy_recipients_share_queued_messages(self):
         """
         Two legacy clients queueing the same batch hold the very same
-        response objects, and each still gets one response per write.
+        message objects, and each still gets one response per write.
         """
         legacy = [self.connect() for _ in range(2)]
         for i, (protocol, _) in enumerate(legacy):
@@ -321,13 +329,138 @@ class BatchSplitTests(ProtocolTestsMixin, TestCase):
         self.run_clock()
         modern, _ = self.connect()
         modern.dataReceived(request("login", "new", newline=True))
-        modern.dataReceived(b"".join(request("msg", str(i), newline=True) for i in range(3)))
-        self.clock.advance(0)
+        for i in range(3):
+            modern.dataReceived(request("msg", str(i), newline=True))
+            self.clock.advance(0)
         (a, at), (b, bt) = legacy
         self.assertEqual(len(a._queue), len(b._queue))
-        for x, y in zip(a._queue, b._queue):
-            self.assertIs(x, y)
+        for i in range(len(a._queue)):
+            self.assertIs(a._queue.peek(i), b._queue.peek(i))
         self.run_clock()
         for transport in (at, bt):
-            contents = [json.loads(w)["content"] for w in transport.writes[2:]]
-            self.assertEqual(contents, ["0", "1", "2"])
+            self.assertEqual(legacy_messages(transport.writes[2:]), ["0", "1", "2"])
+
+
+def legacy_messages(writes):
+    """
+    The message texts in a legacy client's writes, in order, whether each
+    came as a message response or several as one history response; each
+    write must hold exactly one response.
+    """
+    texts = []
+    for data in writes:
+        [line] = data.splitlines()
+        response = json.loads(line)
+        if response["response"] == "message":
+            texts.append(response["content"])
+        elif response["response"] == "history":
+            texts += [json.loads(item)["content"] for item in response["content"]]
+    return texts
+
+
+class LegacyDeliveryTests(ProtocolTestsMixin, TestCase):
+    def legacy_reader(self, name="old"):
+        protocol, transport = self.connect()
+        protocol.dataReceived(request("login", name))
+        self.run_clock()
+        del transport.writes[:]
+        return protocol, transport
+
+    def test_single_message_as_message(self):
+        """
+        A message that arrives alone reaches a legacy client as a message
+        response.
+        """
+        _, transport = self.legacy_reader()
+        writer, _ = self.connect()
+        writer.dataReceived(request("login", "w", newline=True))
+        writer.dataReceived(request("msg", "hello", newline=True))
+        self.run_clock()
+        [data] = transport.writes
+        self.assertEqual(json.loads(data)["response"], "message")
+
+    def test_backlog_coalesced(self):
+        """
+        Messages that arrive faster than one paced write each reach a
+        legacy client as fewer history responses of at most 1024 bytes,
+        one response per write, every message once and in order.
+        """
+        _, transport = self.legacy_reader()
+        writers = []
+        for i in range(5):
+            writer, _ = self.connect()
+            writer.dataReceived(request("login", f"w{i}", newline=True))
+            writers.append(writer)
+        texts = []
+        for round_ in range(20):
+            for i, writer in enumerate(writers):
+                texts.append(f"{round_}-{i}")
+                writer.dataReceived(request("msg", texts[-1], newline=True))
+            self.clock.advance(0)
+        self.run_clock(5)
+        self.assertLess(len(transport.writes), len(texts) / 2)
+        for data in transport.writes:
+            self.assertLessEqual(len(data), LEGACY_RESPONSE)
+        self.assertEqual(legacy_messages(transport.writes), texts)
+
+    def test_keeps_up_with_busy_chat(self):
+        """
+        Fifteen people sending ten messages a second each for a minute: a
+        legacy client that reads is never dropped, gets one response per
+        write, and is never more than a moment behind.
+        """
+        protocol, transport = self.legacy_reader()
+        writers = []
+        for i in range(15):
+            writer, _ = self.connect()
+            writer.dataReceived(request("login", f"w{i}", newline=True))
+            writers.append(writer)
+        sent = 0
+        for _ in range(600):  # 60 s in steps of 0.1 s
+            for writer in writers:
+                writer.dataReceived(request("msg", f"message {sent} " + "z" * 60, newline=True))
+                sent += 1
+            for _ in range(10):
+                self.clock.advance(PACING)
+            self.assertFalse(transport.disconnecting)
+            self.assertLess(protocol._queue.queued, 8 * 1024)
+        self.run_clock()
+        self.assertEqual(len(legacy_messages(transport.writes)), sent)
+
+    def test_long_message_shortened_for_legacy(self):
+        """
+        A message too large for a recv(4096) reaches a legacy client
+        shortened with a visible mark, as valid JSON; a stream client gets
+        it whole.
+        """
+        _, old = self.legacy_reader()
+        modern, new = self.connect()
+        modern.dataReceived(request("login", "n" * 32, newline=True))
+        text = "\U0001f600" * 1000
+        modern.dataReceived(request("msg", text, newline=True))
+        self.run_clock()
+        [data] = old.writes
+        self.assertLessEqual(len(data), LEGACY_MAX_RESPONSE)
+        content = json.loads(data)["content"]
+        self.assertTrue(content.endswith(SHORTENED))
+        self.assertTrue(text.startswith(content[: -len(SHORTENED)]))
+        self.assertEqual(self.responses(new)[-1]["content"], text)
+
+    def test_names_split_for_legacy(self):
+        """
+        A names answer too long for 1024 bytes reaches a legacy client as
+        several info responses, each within it, that hold every name.
+        """
+        self.factory.admission.limits = ConnectionLimits(max_connections_per_address=0)
+        for i in range(300):
+            peer, _ = self.connect()
+            peer.dataReceived(request("login", f"user{i:03}xxxxxxxx", newline=True))
+        protocol, transport = self.legacy_reader()
+        protocol.dataReceived(request("names"))
+        self.run_clock()
+        self.assertGreater(len(transport.writes), 1)
+        names = []
+        for data in transport.writes:
+            self.assertLessEqual(len(data), LEGACY_RESPONSE)
+            names += json.loads(data)["content"].split(", ")
+        self.assertEqual(names, [f"user{i:03}xxxxxxxx" for i in range(300)] + ["old"])

@@ -27,7 +27,8 @@ from twisted.trial.unittest import TestCase
 
 from chat.core.limits import Limits
 from chat.core.service import ChatService
-from chat.store import MemoryStore, SQLiteStore
+from chat.storage import LOBBY, MemoryStore, SQLiteStore
+from chat.transports.connection import entry_size
 from chat.transports.tcp import ChatServerFactory, ChatServerProtocol, ConnectionLimits
 from chat.wire import StreamDecoder, encode_request
 from tests.support import PATIENCE, ServerProcess, SocketClient
@@ -128,12 +129,12 @@ class TrackedProtocol(ChatServerProtocol):
             # A small kernel buffer, so a stalled reader shows at once.
             self.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
 
-    def _enqueue(self, data: bytes, burst: bool = False) -> None:
+    def _enqueue(self, entries, burst: bool = False) -> None:
         t = self.transport
         twisted_buffer = len(t.dataBuffer) - t.offset + t._tempDataLen
-        held = self._queued - self._burst + (0 if burst else len(data))
+        held = self._queue.counted + (0 if burst else sum(entry_size(e) for e in entries))
         self.peak_held = max(self.peak_held, held + twisted_buffer)
-        super()._enqueue(data, burst)
+        super()._enqueue(entries, burst)
 
     def pause_reading(self) -> None:
         self.read_pauses += 1
@@ -175,7 +176,7 @@ class InProcessTestsMixin:
         store=None,
         sndbuf: Optional[int] = None,
     ) -> None:
-        self.store = store if store is not None else MemoryStore()
+        self.store = store if store is not None else MemoryStore(reactor)
         self.service = ChatService(self.store, reactor, limits=limits)
         self.factory = TrackedFactory(self.service, reactor, connection_limits, sndbuf=sndbuf)
         self.listener = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
@@ -226,7 +227,7 @@ class InProcessTestsMixin:
         yield self.wait_for(
             lambda: all(p.lost for p in self.factory.built), "all connections closed"
         )
-        self.store.close()
+        yield self.store.close()
 
 
 class SlowConsumerTests(InProcessTestsMixin, TestCase):
@@ -391,29 +392,33 @@ class StorageFaultTests(InProcessTestsMixin, TestCase):
         restart holds exactly those.
         """
         path = self.tempdb()
-        store = SQLiteStore(path)
+        store = yield SQLiteStore.open(path, reactor)
         self.serve(store=store)
         alice = yield self.login("alice")
         bob = yield self.login("bob")
         alice.send("msg", "before")
         yield self.wait_for(lambda: bob.of("message"), "the first message is out")
-        pages = store._db.execute("PRAGMA page_count").fetchone()[0]
-        store._db.execute(f"PRAGMA max_page_count = {pages}")
+
+        def on_store_thread(sql):
+            # The connection lives on the store's thread.
+            return store._call(lambda: store._db.execute(sql).fetchall())
+
+        [(pages,)] = yield on_store_thread("PRAGMA page_count")
+        yield on_store_thread(f"PRAGMA max_page_count = {pages}")
         alice.send("msg", "z" * 1000 * 1)
         for i in range(5):
             alice.send("msg", f"{i} " + "y" * 990)
         yield self.wait_for(lambda: alice.of("error"), "alice is told")
         self.assertIn("could not store", alice.of("error")[0]["content"])
-        store._db.execute("PRAGMA max_page_count = 1000000")
+        yield on_store_thread("PRAGMA max_page_count = 1000000")
         alice.send("msg", "after")
         yield self.wait_for(lambda: "after" in bob.contents(), "messages flow again")
         shown = bob.contents()
         self.assertEqual(shown[0], "before")
         self.assertEqual(shown[-1], "after")
         self.assertEqual(alice.contents(), shown)
-        reopened = SQLiteStore(path)
-        self.addCleanup(reopened.close)
-        self.assertEqual([m.content for m in reopened.load()], shown)
+        stored = yield store.recent(LOBBY, 100)
+        self.assertEqual([m.content for m in stored], shown)
 
     @inlineCallbacks
     def test_database_locked(self):
@@ -422,8 +427,7 @@ class StorageFaultTests(InProcessTestsMixin, TestCase):
         nobody sees the message; when the lock goes, messages flow again.
         """
         path = self.tempdb()
-        store = SQLiteStore(path)
-        store._db.execute("PRAGMA busy_timeout = 20")
+        store = yield SQLiteStore.open(path, reactor, busy_timeout=0.02)
         self.serve(store=store)
         alice = yield self.login("alice")
         bob = yield self.login("bob")
@@ -436,7 +440,8 @@ class StorageFaultTests(InProcessTestsMixin, TestCase):
         alice.send("msg", "unlocked")
         yield self.wait_for(lambda: bob.of("message"), "messages flow again")
         self.assertEqual(bob.contents(), ["unlocked"])
-        self.assertEqual([m.content for m in store.load()], ["unlocked"])
+        stored = yield store.recent(LOBBY, 100)
+        self.assertEqual([m.content for m in stored], ["unlocked"])
 
 
 class KeepaliveTests(InProcessTestsMixin, TestCase):
@@ -512,7 +517,7 @@ class ProcessTests(TestCase):
         stored = [row[0] for row in db.execute("SELECT content FROM messages ORDER BY id")]
         db.close()
         shown = [r["content"] for r in alice.of("message")]
-        self.assertEqual([r["content"] for r in legacy.of("message")], shown)
+        self.assertEqual([r["content"] for r in legacy.messages()], shown)
         self.assertEqual(stored, shown)
         self.assertTrue(shown)
         self.assertFalse(os.path.exists(path + "-wal") and os.path.getsize(path + "-wal"))

@@ -10,30 +10,25 @@ from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
 from chat.core.commands import COMMANDS, help_text
-from chat.core.history import History
 from chat.core.interfaces import IChatClient
 from chat.core.limits import Limits
 from chat.core.service import ChatService
-from chat.store import MemoryStore, Message, StoreError
+from chat.storage import LOBBY, MemoryStore, Message
+from chat.storage.testing import ControlledStore, FailingStore
 from chat.testing import FakeClient
-from chat.wire import DecodeError, Request, encode_response
+from chat.wire import DecodeError, Request
 
 
 class BrokenClient(FakeClient):
-    def deliver(self, data):
+    def send(self, event):
         raise OSError("connection reset")
-
-
-class FailingStore(MemoryStore):
-    def append(self, messages):
-        raise StoreError("disk I/O error")
 
 
 class ServiceTestsMixin:
     def setUp(self):
         self.clock = Clock()
         self.clock.advance(1700000000)
-        self.store = MemoryStore()
+        self.store = MemoryStore(self.clock)
         self.service = ChatService(self.store, self.clock)
 
     def connect(self, **kwargs):
@@ -173,11 +168,11 @@ class RulesTests(ServiceTestsMixin, TestCase):
         separators = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
         text = "a" + separators + "z"
         for history_format in ("string", "object"):
-            self.service = ChatService(MemoryStore(), self.clock, history_format)
-            alice, client = self.logged_in("alice")
+            self.service = ChatService(MemoryStore(self.clock), self.clock, history_format)
+            alice, client = self.logged_in("alice", history_format=history_format)
             self.send(alice, "msg", text)
             self.send(alice, "x" + separators)
-            late, late_client = self.connect()
+            late, late_client = self.connect(history_format=history_format)
             self.send(late, "login", "bob")
             raw = b"".join(client.raw + late_client.raw)
             lines = raw.decode("utf-8").splitlines()
@@ -265,7 +260,7 @@ class RulesTests(ServiceTestsMixin, TestCase):
         self.assertEqual(reply["content"], help_text())
         for word in COMMANDS:
             self.assertIn(word, reply["content"])
-        self.assertEqual(set(COMMANDS), {"login", "logout", "msg", "names", "help"})
+        self.assertEqual(set(COMMANDS), {"login", "logout", "msg", "names", "help", "history"})
 
     def test_argumentless_content_ignored(self):
         """
@@ -373,7 +368,7 @@ class HistoryTests(ServiceTestsMixin, TestCase):
         self.service = ChatService(self.store, self.clock, history_format="object")
         alice, _ = self.logged_in("alice")
         self.send(alice, "msg", "one")
-        session, client = self.connect()
+        session, client = self.connect(history_format="object")
         self.send(session, "login", "bob")
         self.assertEqual(client.received[1]["content"][0]["content"], "one")
 
@@ -388,13 +383,13 @@ class HistoryTests(ServiceTestsMixin, TestCase):
         class RecordingStore(MemoryStore):
             def append(store, messages):
                 calls.append(list(messages))
-                super().append(messages)
+                return super().append(messages)
 
-        self.store = RecordingStore()
+        self.store = RecordingStore(self.clock)
         self.service = ChatService(self.store, self.clock)
         alice, a = self.logged_in("alice")
         bob, b = self.logged_in("bob")
-        a.deliver = lambda data: seen_at_delivery.append(len(self.store.messages))
+        a.send = lambda event: seen_at_delivery.append(len(self.store.messages))
         alice.receive(Request("msg", "1"))
         bob.receive(Request("msg", "2"))
         self.assertEqual(self.store.messages, [])
@@ -425,14 +420,13 @@ class HistoryTests(ServiceTestsMixin, TestCase):
         class RecordingStore(MemoryStore):
             def append(store, messages):
                 calls.append([m.content for m in messages])
-                super().append(messages)
+                return super().append(messages)
 
-        self.store = RecordingStore()
+        self.store = RecordingStore(self.clock)
         self.service = ChatService(self.store, self.clock)
         alice, a = self.logged_in("alice")
         for content in ["1", "2", "3", "", "4"]:
             alice.receive(Request("msg", content))
-        self.clock.advance(0)
         self.clock.advance(0)
         self.assertEqual(calls, [["1", "2", "3"], ["4"]])
         self.assertEqual(
@@ -451,73 +445,151 @@ class HistoryTests(ServiceTestsMixin, TestCase):
         When the store fails, the sender gets an error, nobody is shown the
         message, it is not in the history, and the service keeps working.
         """
-        self.service = ChatService(FailingStore(), self.clock)
+        self.service = ChatService(FailingStore(self.clock, {"append"}), self.clock)
         alice, a = self.logged_in("alice")
         _, b = self.logged_in("bob")
         self.send(alice, "msg", "lost?")
         [reply] = a.take()
         self.assertEqual(reply["response"], "error")
         self.assertEqual(b.raw, [])
-        self.assertEqual(len(self.service.history), 0)
+        self.assertEqual(len(self.service.window), 0)
         self.send(alice, "names")
         self.assertEqual(a.take()[0]["content"], "alice, bob")
         self.assertEqual(len(self.flushLoggedErrors()), 0)
 
+    def test_slow_store_holds_no_one_else(self):
+        """
+        While the store takes its time with a message, the sender's later
+        requests wait (in order), other clients are served at once, and
+        the messages sent meanwhile gather into one next batch, stored
+        after the first.
+        """
+        store = ControlledStore(self.clock)
+        self.service = ChatService(store, self.clock)
+        alice, a = self.logged_in("alice")
+        bob, b = self.logged_in("bob")
+        self.send(alice, "msg", "first")
+        self.send(alice, "names")
+        self.send(bob, "names")
+        self.assertEqual(b.take()[0]["content"], "alice, bob")
+        self.assertEqual(a.raw, [])
+        self.send(bob, "msg", "second")
+        self.send(bob, "msg", "third")
+        self.assertEqual([op.name for op in store.pending], ["append"])
+        store.release()
+        self.clock.advance(0)
+        self.assertEqual([r["content"] for r in a.take()], ["first", "alice, bob"])
+        self.assertEqual(
+            [[m.content for m in op.args[0]] for op in store.pending], [["second", "third"]]
+        )
+        store.release()
+        self.clock.advance(0)
+        self.assertEqual([r["content"] for r in b.take()], ["first", "second", "third"])
+
     def test_load(self):
         """
-        History loaded from the store is what the next login gets.
+        The window loaded from the store at start-up is what the next login
+        gets: only the last messages, up to the history limit.
         """
-        self.store.append([Message("2026-01-01T00:00:00Z", "carol", "from before")])
-        self.service.load()
+        self.store.append(
+            [Message(LOBBY, "2026-01-01T00:00:00Z", "carol", f"from before {i}") for i in range(9)]
+        )
+        self.service = ChatService(self.store, self.clock, history_limit=4)
+        self.assertEqual(self.successResultOf(self.service.load()), 4)
         session, client = self.connect()
         self.send(session, "login", "dave")
-        [item] = client.received[1]["content"]
+        items = [json.loads(item) for item in client.received[1]["content"]]
+        self.assertEqual([i["content"] for i in items], [f"from before {i}" for i in range(5, 9)])
         self.assertEqual(
-            json.loads(item),
+            items[0],
             {
                 "timestamp": "2026-01-01T00:00:00Z",
                 "sender": "carol",
                 "response": "message",
-                "content": "from before",
+                "content": "from before 5",
             },
         )
 
-    def test_split_for_small_clients(self):
+    def test_window_limit_and_sharing(self):
         """
-        A client that can take only small responses gets the history as
-        several history responses, each within the bound, all items in order.
+        A login gets the last messages up to the history limit; logins with
+        no message in between share one window and its encoding, and a new
+        message makes a new one.
+        """
+        self.service = ChatService(self.store, self.clock, history_limit=3)
+        alice, _ = self.logged_in("alice")
+        for i in range(5):
+            self.send(alice, "msg", str(i))
+        windows = []
+        for name in ("bob", "carol"):
+            session, client = self.connect()
+            self.send(session, "login", name)
+            windows.append(client.events[1])
+            items = [json.loads(i)["content"] for i in client.received[1]["content"]]
+            self.assertEqual(items, ["2", "3", "4"])
+        self.assertIs(windows[0].body("string"), windows[1].body("string"))
+        self.send(alice, "msg", "5")
+        session, client = self.connect()
+        self.send(session, "login", "dave")
+        self.assertEqual(len(client.events[1].messages), 3)
+        self.assertEqual(client.events[1].messages[-1].content, "5")
+
+    def test_page_back_through_history(self):
+        """
+        The history request pages back from the oldest message the client
+        was shown, a given count or the history limit at a time, as history
+        responses, until there is nothing older.
+        """
+        self.service = ChatService(self.store, self.clock, history_limit=3)
+        alice, a = self.logged_in("alice")
+        for i in range(10):
+            self.send(alice, "msg", str(i))
+        bob, b = self.logged_in("bob")
+        pages = []
+        for content in ("2", None, "50", None):
+            self.send(bob, "history", content)
+            [reply] = b.take()
+            if reply["response"] == "history":
+                reply = [json.loads(i)["content"] for i in reply["content"]]
+            pages.append(reply)
+        self.assertEqual(pages[:3], [["5", "6"], ["2", "3", "4"], ["0", "1"]])
+        self.assertEqual(pages[3]["content"], "No older messages")
+        for bad in ("abc", "0", "-3", ["5"]):
+            self.send(bob, "history", bad)
+            self.assertEqual(b.take()[0]["response"], "error", bad)
+
+    def test_page_budget(self):
+        """
+        A client with a history budget gets only the newest messages of the
+        window that fit in it, and its next page starts right before them,
+        so nothing is skipped.
         """
         alice, _ = self.logged_in("alice")
-        for i in range(200):
-            self.send(alice, "msg", f"message number {i} " + "x" * 30)
-        session, client = self.connect(max_response_size=4096)
+        for i in range(20):
+            self.send(alice, "msg", f"{i:02} " + "x" * 100)
+        session, client = self.connect(history_budget=600)
         self.send(session, "login", "bob")
-        replies = client.received
-        self.assertEqual(replies[0]["response"], "info")
-        histories = replies[1:]
-        self.assertGreater(len(histories), 1)
-        for data in client.raw[1:]:
-            self.assertLessEqual(len(data), 4096)
-        items = [json.loads(i)["content"] for h in histories for i in h["content"]]
-        self.assertEqual(items, [f"message number {i} " + "x" * 30 for i in range(200)])
+        first = [json.loads(i)["content"][:2] for i in client.received[1]["content"]]
+        self.assertLess(len(first), 20)
+        self.assertEqual(first[-1], "19")
+        client.take()
+        self.send(session, "history")
+        older = [json.loads(i)["content"][:2] for i in client.received[0]["content"]]
+        self.assertEqual(int(older[-1]) + 1, int(first[0]))
 
-    def test_split_oversize_item_alone(self):
+    def test_page_store_failure(self):
         """
-        An item larger than the bound goes alone rather than being dropped.
+        A store that cannot read older history gets the client an error,
+        and its next requests are still answered.
         """
-        history = History()
-        for text in ("a", "b" * 5000, "c"):
-            history.append(encode_response("t", "x", "message", text))
-        out = history.responses("now", 4096)
-        contents = [[json.loads(i)["content"] for i in json.loads(d)["content"]] for d in out]
-        self.assertEqual(contents, [["a"], ["b" * 5000], ["c"]])
-
-    def test_empty_history_split(self):
-        """
-        An empty history is still one response.
-        """
-        [data] = History().responses("now", 4096)
-        self.assertEqual(json.loads(data)["content"], [])
+        store = FailingStore(self.clock, {"before"})
+        self.service = ChatService(store, self.clock)
+        alice, a = self.logged_in("alice")
+        self.send(alice, "msg", "one")
+        a.take()
+        self.send(alice, "history")
+        self.send(alice, "names")
+        self.assertEqual([r["response"] for r in a.take()], ["error", "info"])
 
     def test_shutdown(self):
         """
@@ -527,8 +599,9 @@ class HistoryTests(ServiceTestsMixin, TestCase):
         alice, a = self.logged_in("alice")
         _, idle = self.connect()
         alice.receive(Request("msg", "last words"))
-        self.service.shutdown()
+        done = self.service.shutdown()
         self.assertEqual([m.content for m in self.store.messages], ["last words"])
+        self.assertNoResult(done)
         self.assertEqual([r["response"] for r in a.take()], ["message", "info"])
         self.assertTrue(a.disconnected)
         self.assertTrue(idle.disconnected)

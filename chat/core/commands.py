@@ -22,6 +22,7 @@ class Command:
     @ivar summary: what the request does, for C{help}.
     @ivar login_required: whether the client must be logged in.
     @ivar handler: called with the session and the request's content.
+    @ivar optional: whether the argument may be left out.
     """
 
     word: str
@@ -29,9 +30,14 @@ class Command:
     summary: str
     login_required: bool
     handler: Callable[["Session", Any], None]
+    optional: bool = False
 
     def usage(self) -> str:
-        return f"{self.word} <{self.argument}>" if self.argument else self.word
+        if not self.argument:
+            return self.word
+        if self.optional:
+            return f"{self.word} [<{self.argument}>]"
+        return f"{self.word} <{self.argument}>"
 
 
 def _login(session: "Session", content: Any) -> None:
@@ -47,7 +53,11 @@ def _msg(session: "Session", content: Any) -> None:
 
 
 def _names(session: "Session", content: Any) -> None:
-    session.info(", ".join(session.service.usernames()))
+    session.service.names(session)
+
+
+def _history(session: "Session", content: Any) -> None:
+    session.service.page(session, content)
 
 
 def _help(session: "Session", content: Any) -> None:
@@ -62,6 +72,14 @@ COMMANDS: Dict[str, Command] = {
         Command("msg", "message", "send a message to everyone in the chat", True, _msg),
         Command("names", None, "list the users logged in", True, _names),
         Command("help", None, "show this help", False, _help),
+        Command(
+            "history",
+            "count",
+            "show older messages, before the oldest you were shown (extension)",
+            True,
+            _history,
+            optional=True,
+        ),
     ]
 }
 

@@ -5,30 +5,33 @@ transport (TCP today, WebSocket next, test fakes) implements.
 
 from __future__ import annotations
 
-from typing import List
-
 from zope.interface import Attribute, Interface
 
 
 class IChatClient(Interface):
     """
-    What the core needs of a connected client.
+    What the core needs of a connected client: a way to tell it events
+    (L{chat.core.events}) and to close it. A transport turns the events
+    into bytes for its client.
     """
 
-    max_response_size = Attribute(
-        "The largest single response, in bytes, this client can take, or None "
-        "for no limit. A long history is split into several responses to fit."
+    history_budget = Attribute(
+        "Bytes of history items this client takes at once (a login's window "
+        "or a page), or None for no limit: a client that reads one response "
+        "per recv() gets the newest part of the window that it can take "
+        "quickly, and pages back from there."
     )
 
-    def deliver(data: bytes) -> None:
+    def send(event: object) -> None:
         """
-        Send encoded responses: one or more complete JSON objects, each
-        followed by its newline (a broadcast batch comes as one C{data}).
+        Tell the client an event: a L{chat.core.events.Notice}, L{Names},
+        L{Broadcast} or L{HistoryWindow}. Events are shared between clients
+        and must not be changed.
         """
 
     def disconnect() -> None:
         """
-        Close the connection once what was delivered has been sent.
+        Close the connection once what was sent has been written.
         """
 
 
@@ -46,10 +49,4 @@ class IFlowControlledClient(IChatClient):
     def resume_reading() -> None:
         """
         Read requests again.
-        """
-
-    def deliver_burst(responses: List[bytes]) -> None:
-        """
-        Send a one-off burst of responses (the history at login), not counted
-        against the client's send-queue limit.
         """

@@ -1,20 +1,23 @@
 """
-The chat core: sessions, the rules of the standard, dispatch, history and
-fan-out. It knows nothing of sockets.
+The chat service: who is logged in, the history window, and the rules of
+the standard. It knows nothing of sockets.
 
 Each connection is a L{Session}; the transport gives it what it decoded
 (L{chat.wire.Request} or L{chat.wire.DecodeError}) and the core answers
-through the small L{IChatClient} interface, always with bytes made by
-L{chat.wire.encode_response}. A broadcast is encoded once and the same bytes
-go to every recipient.
+with events (L{chat.core.events}) through the small L{IChatClient}
+interface. A broadcast is one L{Broadcast} object for every recipient, and
+a login's history is one L{HistoryWindow} shared by every login.
 
 Requests are dispatched through L{COMMANDS}, the table that also writes the
 C{help} text, so the two never disagree.
 
 Messages are stored before they are shown to anyone: a C{msg} joins a batch
-that is written to the store in one transaction at the end of the reactor
-turn, then broadcast. Until then the sender's later requests wait in its
-session's inbox, so each client sees its responses in the order it asked.
+that is handed to the store (which works off the reactor thread) at the end
+of the reactor turn, and broadcast once the store says it is durable. While
+a batch is being stored the next one gathers, so the store sees one
+transaction per batch however slow it is. Until its message is stored the
+sender's later requests wait in its session's inbox, so each client sees
+its responses in the order it asked.
 """
 
 from __future__ import annotations
@@ -24,23 +27,31 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from chat.core.commands import COMMANDS
-from chat.core.history import History
-from chat.core.interfaces import IChatClient, IFlowControlledClient
+from chat.core.events import HISTORY_FORMATS, Broadcast, ChatMessage, HistoryWindow, Names
+from chat.core.history import DEFAULT_HISTORY_LIMIT, Window, newest_within
+from chat.core.interfaces import IChatClient
 from chat.core.limits import Limits
-from chat.core.rules import SERVER_NAME, USERNAME
+from chat.core.rules import NO_ARGUMENT, SERVER_NAME, USERNAME
 from chat.core.session import Session
-from chat.store import IMessageStore, Message, StoreError
-from chat.wire import DecodeError, Request, encode_response, format_timestamp
+from chat.storage import LOBBY, IMessageStore, Message, StoredMessage, StoreError
+from chat.wire import DecodeError, Request, format_timestamp
+
+#: The most messages one C{history} request pages back at once.
+MAX_PAGE = 500
 
 
 class ChatService:
     """
-    The chat: who is logged in, the history, and the rules.
+    The chat: who is logged in, the history window, and the rules.
 
     @param store: where messages are kept.
     @param clock: the reactor's time and scheduling.
+    @param history_format: how history responses carry each message
+        (L{chat.core.events.HISTORY_FORMATS}).
+    @param history_limit: how many of the latest messages a login gets.
     """
 
     log = Logger()
@@ -51,28 +62,56 @@ class ChatService:
         clock: IReactorTime,
         history_format: str = "string",
         limits: Optional[Limits] = None,
+        history_limit: int = DEFAULT_HISTORY_LIMIT,
     ) -> None:
+        if history_format not in HISTORY_FORMATS:
+            raise ValueError(f"unknown history format {history_format!r}")
         self.store = store
         self.clock = clock
+        self.history_format = history_format
         self.limits = limits if limits is not None else Limits()
-        self.history = History(history_format)
+        self.window = Window(history_limit)
         self._users: Dict[str, Session] = {}  # folded name -> session
         self._recipients: Optional[Tuple[IChatClient, ...]] = None
         self._pending: List[Tuple[Session, Message]] = []
         self._flush_call: Optional[IDelayedCall] = None
+        self._storing: Optional[Deferred] = None  # the batch the store has now
+        self._stored_waiters: List[Deferred] = []
         self._sessions: Dict[Session, None] = {}
         self._stopping = False
         self._gone: List[Deferred] = []
+        self._loading = False  # requests wait until the window is read
+
+    def now(self) -> str:
+        """
+        The timestamp of a response made now.
+        """
+        return format_timestamp(self.clock.seconds())
 
     # Life cycle
 
-    def load(self) -> None:
+    def load(self) -> Deferred:
         """
-        Load the history from the store.
+        Read the history window from the store (only the window: start-up
+        does not grow with the history).
+
+        @return: a Deferred that fires with the number of messages read.
         """
-        for m in self.store.load():
-            self.history.append(encode_response(m.timestamp, m.sender, "message", m.content))
-        self.log.info("Loaded {count} messages of history", count=len(self.history))
+
+        self._loading = True
+
+        def loaded(stored: List[StoredMessage]) -> int:
+            self.window.extend(_chat_messages(stored))
+            self.log.info("Loaded the last {count} messages of history", count=len(stored))
+            return len(stored)
+
+        def ready(result: object) -> object:
+            self._loading = False
+            for session in list(self._sessions):
+                session.resume()
+            return result
+
+        return self.store.recent(LOBBY, self.window.limit).addCallback(loaded).addBoth(ready)
 
     def shutdown(self, reason: str = "Server is shutting down", timeout: float = 5.0) -> Deferred:
         """
@@ -85,16 +124,7 @@ class ChatService:
         # Stop handling requests first, so the sessions the flush resumes
         # start nothing new that would be stored but never shown.
         self._stopping = True
-        self.flush()
-        for session in list(self._sessions):
-            if session.username is not None:
-                session.info(reason)
-            session.client.disconnect()
         done: Deferred = Deferred()
-        if not self._sessions:
-            done.callback(None)
-            return done
-        self._gone.append(done)
         timer = self.clock.callLater(timeout, self._all_gone)
 
         def stop_timer(result: object) -> object:
@@ -103,7 +133,30 @@ class ChatService:
             return result
 
         done.addBoth(stop_timer)
+        self._gone.append(done)
+
+        def stored(_: object) -> None:
+            for session in list(self._sessions):
+                if session.username is not None:
+                    session.info(reason)
+                session.client.disconnect()
+            if not self._sessions:
+                self._all_gone()
+
+        self.flush()
+        self.when_stored().addCallback(stored)
         return done
+
+    def when_stored(self) -> Deferred:
+        """
+        A Deferred that fires once no message is waiting to be stored.
+        """
+        d: Deferred = Deferred()
+        if self._storing is None and not self._pending:
+            d.callback(None)
+        else:
+            self._stored_waiters.append(d)
+        return d
 
     def _all_gone(self) -> None:
         waiting, self._gone = self._gone, []
@@ -112,13 +165,16 @@ class ChatService:
                 "Stopping with {count} connections not yet closed", count=len(self._sessions)
             )
         for d in waiting:
-            d.callback(None)
+            if not d.called:
+                d.callback(None)
 
     # Connections
 
     def connect(self, client: IChatClient) -> Session:
         session = Session(self, client)
         self._sessions[session] = None
+        if self._loading:
+            session.wait()  # until the history window is read
         return session
 
     def forget(self, session: Session) -> None:
@@ -130,12 +186,6 @@ class ChatService:
             self._all_gone()
 
     # The rules
-
-    def response(self, response: str, content: Any, sender: str = SERVER_NAME) -> bytes:
-        """
-        Encode a response stamped with the current time.
-        """
-        return encode_response(format_timestamp(self.clock.seconds()), sender, response, content)
 
     def dispatch(self, session: Session, request: Union[Request, DecodeError]) -> None:
         if self._stopping:
@@ -160,6 +210,9 @@ class ChatService:
 
     def usernames(self) -> List[str]:
         return [s.username for s in self._users.values() if s.username]
+
+    def names(self, session: Session) -> None:
+        session.send(Names(tuple(self.usernames()), self.now()))
 
     def login(self, session: Session, name: Any) -> None:
         if session.username is not None:
@@ -190,14 +243,10 @@ class ChatService:
         self._recipients = None
         self.log.info("{user} logged in", user=name)
         session.info(f"Login successful. Welcome, {name}!")
-        timestamp = format_timestamp(self.clock.seconds())
-        responses = self.history.responses(timestamp, session.client.max_response_size)
-        client = session.client
-        if IFlowControlledClient.providedBy(client):
-            client.deliver_burst(responses)
-        else:
-            for data in responses:
-                client.deliver(data)
+        window = self.window.event(self.now(), session.client.history_budget, self.history_format)
+        if window.messages:
+            session.history_cursor = window.messages[0].id
+        session.send(window)
 
     def logout(self, session: Session) -> None:
         self.log.info("{user} logged out", user=session.username)
@@ -211,6 +260,50 @@ class ChatService:
             self._recipients = None
             session.username = None
 
+    def page(self, session: Session, content: Any) -> None:
+        """
+        Send the page of history before the oldest message C{session} was
+        shown: C{content} is how many messages (a number or a string of
+        digits; by default the history limit, at most L{MAX_PAGE}).
+        """
+        if content in NO_ARGUMENT:
+            count = min(self.window.limit, MAX_PAGE) or MAX_PAGE
+        elif isinstance(content, int) and not isinstance(content, bool) and content > 0:
+            count = min(content, MAX_PAGE)
+        elif isinstance(content, str) and content.strip().isdigit() and int(content) > 0:
+            count = min(int(content), MAX_PAGE)
+        else:
+            session.error(f"history takes a number of messages, 1 to {MAX_PAGE}: history 50")
+            return
+        cursor = session.history_cursor
+        if cursor is None:
+            if self.window:
+                # Shown nothing yet (an empty window at login): page from now.
+                cursor = self.window.event(self.now()).messages[-1].id + 1
+            else:
+                session.info("No older messages")
+                return
+        session.wait()
+
+        def got(stored: List[StoredMessage]) -> None:
+            budget = session.client.history_budget if session.connected else None
+            messages = _chat_messages(stored)
+            if budget is not None:
+                messages = newest_within(messages, budget, self.history_format)
+            if not messages:
+                session.info("No older messages")
+            else:
+                session.history_cursor = messages[0].id
+                session.send(HistoryWindow(messages, self.now(), login=False))
+
+        def failed(failure: Failure) -> None:
+            self._store_failed(failure, "read older history")
+            session.error("The server could not read older history; try again later")
+
+        d = self.store.before(LOBBY, cursor, count)
+        d.addCallbacks(got, failed)
+        d.addBoth(lambda _: session.resume())
+
     def publish(self, session: Session, text: Any) -> None:
         """
         Store a message, then broadcast it to everyone logged in.
@@ -220,10 +313,10 @@ class ChatService:
             session.error(error)
             return
         assert session.username is not None
-        message = Message(format_timestamp(self.clock.seconds()), session.username, text)
+        message = Message(LOBBY, self.now(), session.username, text)
         self._pending.append((session, message))
         session.wait()
-        if self._flush_call is None:
+        if self._flush_call is None and self._storing is None:
             self._flush_call = self.clock.callLater(0, self.flush)
 
     def _message_error(self, text: Any) -> Optional[str]:
@@ -254,44 +347,67 @@ class ChatService:
 
     def flush(self) -> None:
         """
-        Store the pending messages in one transaction, then broadcast them.
+        Hand the pending messages to the store as one batch, unless it is
+        still storing the last one (then they go when it is done).
         """
         if self._flush_call is not None:
             if self._flush_call.active():
                 self._flush_call.cancel()
             self._flush_call = None
-        batch, self._pending = self._pending, []
-        if not batch:
+        if self._storing is not None or not self._pending:
             return
-        try:
-            self.store.append([m for _, m in batch])
-        except Exception as e:
-            if isinstance(e, StoreError):
-                self.log.error(
-                    "Could not store {count} messages: {error}", count=len(batch), error=e
-                )
-            else:
-                self.log.failure("Could not store {count} messages", count=len(batch))
-            for session, _ in batch:
-                session.error("The server could not store your message; it was not sent")
-        else:
-            lines = []
-            for _, m in batch:
-                data = encode_response(m.timestamp, m.sender, "message", m.content)
-                self.history.append(data)
-                lines.append(data)
-            # One delivery per recipient for the whole batch: the per-recipient
-            # cost is paid once per reactor turn, not once per message.
-            self._broadcast(b"".join(lines))
+        batch, self._pending = self._pending, []
+        d = self._storing = self.store.append([m for _, m in batch])
+        d.addCallbacks(self._stored, self._not_stored, (batch,), None, (batch,))
+        d.addBoth(self._store_done)
+
+    def _stored(self, ids: List[int], batch: List[Tuple[Session, Message]]) -> None:
+        messages = [
+            ChatMessage(id, m.room, m.timestamp, m.sender, m.content)
+            for id, (_, m) in zip(ids, batch)
+        ]
+        self.window.extend(messages)
+        # One event for every recipient and for the whole batch: the cost
+        # per recipient is paid once per batch, not once per message.
+        self._broadcast(Broadcast(messages))
         for session in dict.fromkeys(session for session, _ in batch):
             session.resume()
 
-    def _broadcast(self, data: bytes) -> None:
+    def _not_stored(self, failure: Failure, batch: List[Tuple[Session, Message]]) -> None:
+        self._store_failed(failure, f"store {len(batch)} messages")
+        for session, _ in batch:
+            session.error("The server could not store your message; it was not sent")
+        for session in dict.fromkeys(session for session, _ in batch):
+            session.resume()
+
+    def _store_failed(self, failure: Failure, what: str) -> None:
+        if failure.check(StoreError):
+            self.log.error("Could not {what}: {error}", what=what, error=failure.value)
+        else:
+            self.log.failure("Could not {what}", failure, what=what)
+
+    def _store_done(self, result: object) -> None:
+        self._storing = None
+        if self._pending:
+            # What gathered while the store worked goes as the next batch,
+            # in the next reactor turn.
+            if self._flush_call is None:
+                self._flush_call = self.clock.callLater(0, self.flush)
+        else:
+            waiters, self._stored_waiters = self._stored_waiters, []
+            for d in waiters:
+                d.callback(None)
+
+    def _broadcast(self, event: Broadcast) -> None:
         recipients = self._recipients
         if recipients is None:
             recipients = self._recipients = tuple(s.client for s in self._users.values())
         for client in recipients:
             try:
-                client.deliver(data)
+                client.send(event)
             except Exception:
                 self.log.failure("Delivery to one client failed")
+
+
+def _chat_messages(stored: List[StoredMessage]) -> List[ChatMessage]:
+    return [ChatMessage(m.id, m.room, m.timestamp, m.sender, m.content) for m in stored]

@@ -5,10 +5,11 @@ requests in order, and flood control.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, List, Optional, Union
+from typing import TYPE_CHECKING, List, Optional, Union
 
 from twisted.internet.interfaces import IDelayedCall
 
+from chat.core.events import Notice
 from chat.core.interfaces import IChatClient, IFlowControlledClient
 from chat.core.limits import BATCH_SHARE, READ_PAUSE_BACKLOG, TokenBucket
 from chat.wire import DecodeError, Request
@@ -32,6 +33,9 @@ class Session:
         self.client = client
         self.username: Optional[str] = None
         self.connected = True
+        # The id of the oldest message this client was shown from the
+        # history: where its next page of older history ends.
+        self.history_cursor: Optional[int] = None
         # A list, not a deque: an empty deque takes 760 bytes, per connection,
         # and an inbox is short.
         self._inbox: List[Union[Request, DecodeError]] = []
@@ -98,6 +102,9 @@ class Session:
             self._timer.cancel()
         self._timer = None
         self.service.forget(self)
+        # The connection refers to this session: drop the way back, so
+        # both are freed at once, with no cycle for the garbage collector.
+        self.client = self._flow = None  # type: ignore[assignment]
 
     def wait(self) -> None:
         """
@@ -138,12 +145,12 @@ class Session:
         self._timer = None
         self._drain()
 
-    def send(self, response: str, content: Any) -> None:
+    def send(self, event: object) -> None:
         if self.connected:
-            self.client.deliver(self.service.response(response, content))
+            self.client.send(event)
 
     def info(self, text: str) -> None:
-        self.send("info", text)
+        self.send(Notice("info", text, self.service.now()))
 
     def error(self, text: str) -> None:
-        self.send("error", text)
+        self.send(Notice("error", text, self.service.now()))

@@ -4,18 +4,21 @@ twistd wiring for the chat server: C{twistd -n chat [options]}.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Callable, Optional, Tuple
 
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import endpoints
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
 
+from chat.core.history import DEFAULT_HISTORY_LIMIT
 from chat.core.limits import Limits
 from chat.core.service import ChatService
-from chat.store import IMessageStore, MemoryStore, SQLiteStore
+from chat.storage import IMessageStore, MemoryStore, SQLiteStore
 from chat.transports.tcp import ChatServerFactory, ConnectionLimits
 
 DEFAULT_PORT = "tcp:9998"
@@ -68,6 +71,15 @@ class Options(usage.Options):
             "d",
             DEFAULT_DATABASE,
             "SQLite file that keeps the history; ':memory:' keeps nothing.",
+        ],
+        [
+            "history-limit",
+            None,
+            DEFAULT_HISTORY_LIMIT,
+            "How many of the latest messages a login gets (older ones are paged "
+            "with the history request; a bare-JSON client gets the newest part "
+            "it can read in about a second).",
+            _count,
         ],
         [
             "history-format",
@@ -186,54 +198,89 @@ class Options(usage.Options):
             raise usage.UsageError("--history-format must be 'string' or 'object'")
 
 
-class ChatServerService(service.Service):
+class ChatServerService(service.MultiService):
     """
-    Opens the store and loads the history when started; tells the clients
-    and closes the store when stopped.
+    The chat server: when started, opens the store, builds the chat core
+    on it and its TCP factory, and listens; the core holds the first
+    requests until it has read the history window. When stopped, stops
+    listening, tells the clients, stores what is pending and closes the
+    store.
+
+    @param open_store: called when the service starts, returns the store
+        (usable at once) and a Deferred that fires when it is open; raises
+        L{StoreError} if it cannot be had.
+    @param endpoint: where to listen.
     """
 
     log = Logger()
 
     def __init__(
         self,
-        open_store,
-        factory: ChatServerFactory,
-        clock: IReactorTime,
+        open_store: Callable[[], Tuple[IMessageStore, Deferred]],
+        endpoint: IStreamServerEndpoint,
+        reactor: Any,
         history_format: str,
         limits: Limits,
-    ):
+        connection_limits: ConnectionLimits,
+        history_limit: int = DEFAULT_HISTORY_LIMIT,
+    ) -> None:
+        super().__init__()
         self._open_store = open_store
-        self._factory = factory
-        self._clock = clock
+        self._endpoint = endpoint
+        self._reactor = reactor
         self._history_format = history_format
         self._limits = limits
+        self._connection_limits = connection_limits
+        self._history_limit = history_limit
         self.chat: Optional[ChatService] = None
+        self.factory: Optional[ChatServerFactory] = None
+        self._loaded: Deferred = succeed(None)
 
     def startService(self) -> None:
-        store: IMessageStore = self._open_store()
-        self.chat = ChatService(store, self._clock, self._history_format, self._limits)
-        self.chat.load()
-        self._factory.service = self.chat
-        service.Service.startService(self)
+        store, opened = self._open_store()
+        chat = self.chat = ChatService(
+            store, self._reactor, self._history_format, self._limits, self._history_limit
+        )
+        self._loaded = opened.addCallback(lambda _: chat.load())
+        self._loaded.addErrback(self._cannot_start)
+        self.factory = ChatServerFactory(chat, self._reactor, self._connection_limits)
+        listener = LoggingServerService(self._endpoint, self.factory)
+        # As strports.service does: a port that cannot be had fails twistd at
+        # start-up instead of being only logged.
+        listener._raiseSynchronously = True
+        listener.setServiceParent(self)
+        super().startService()
 
-    def stopService(self):
+    def _cannot_start(self, failure: Failure) -> None:
+        if not self.running:
+            return  # stopped before it finished starting
+        self.log.error("Cannot read the history ({error}); stopping", error=failure.value)
+        self._reactor.stop()
+
+    def stopService(self) -> Deferred:
         """
-        Tell the clients, flush, wait (a bounded time) for the connections to
-        close, then close the store.
+        Stop listening, tell the clients, flush, wait (a bounded time) for
+        the connections to close, then close the store.
 
         @return: a Deferred that fires when all that is done.
         """
-        service.Service.stopService(self)
+        stopped = super().stopService()
         chat = self.chat
         if chat is None:
-            return None
+            return stopped
 
-        def close(result):
-            chat.store.close()
-            self.log.info("History store closed")
-            return result
+        def close(result: object) -> Deferred:
+            def closed(_: object) -> object:
+                self.log.info("History store closed")
+                return result
 
-        return chat.shutdown("Server is going away (shutting down)").addBoth(close)
+            return chat.store.close().addBoth(closed)
+
+        def shut_down(_: object) -> Deferred:
+            return chat.shutdown("Server is going away (shutting down)")
+
+        # Let a start that is still reading the window finish first.
+        return stopped.addBoth(lambda _: self._loaded).addBoth(shut_down).addBoth(close)
 
 
 class LoggingServerService(StreamServerEndpointService):
@@ -253,13 +300,15 @@ class LoggingServerService(StreamServerEndpointService):
         return port
 
 
-def makeService(options: Options, reactor=None) -> service.MultiService:
+def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     if reactor is None:
         from twisted.internet import reactor  # type: ignore[no-redef]
     path = options["database"]
 
-    def open_store() -> IMessageStore:
-        return MemoryStore() if path == ":memory:" else SQLiteStore(path)
+    def open_store() -> Tuple[IMessageStore, Deferred]:
+        if path == ":memory:":
+            return MemoryStore(reactor), succeed(None)
+        return SQLiteStore.start(path, reactor)
 
     limits = Limits(
         max_username_length=options["max-username-length"],
@@ -279,14 +328,14 @@ def makeService(options: Options, reactor=None) -> service.MultiService:
         keepalive_count=options["keepalive-count"],
     )
     top = service.MultiService()
-    # The factory gets its chat core when the server service starts, which
-    # happens before the reactor accepts the first connection.
-    factory = ChatServerFactory(None, reactor, connection_limits)
-    server = ChatServerService(open_store, factory, reactor, options["history-format"], limits)
+    server = ChatServerService(
+        open_store,
+        endpoints.serverFromString(reactor, options["port"]),
+        reactor,
+        options["history-format"],
+        limits,
+        connection_limits,
+        options["history-limit"],
+    )
     server.setServiceParent(top)
-    listener = LoggingServerService(endpoints.serverFromString(reactor, options["port"]), factory)
-    # As strports.service does: a port that cannot be had fails twistd at
-    # start-up instead of being only logged.
-    listener._raiseSynchronously = True
-    listener.setServiceParent(top)
     return top

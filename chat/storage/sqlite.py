@@ -264,6 +264,27 @@ class SQLiteStore:
 
         return d.addCallbacks(lambda _: store, failed)
 
+    @classmethod
+    def start(
+        cls,
+        path: str,
+        reactor: Any,
+        clock: Any = None,
+        busy_timeout: float = 1.0,
+    ) -> Tuple["SQLiteStore", Deferred]:
+        """
+        Like L{open}, but return the store at once, with the Deferred that
+        fires when the database is open: operations asked meanwhile run
+        after the opening, in order. For a server's start-up, before the
+        reactor runs: a missing directory or another server's lock raise
+        L{StoreError} here, at once, for a one-line error and an exit.
+        """
+        store = cls(path, reactor, clock, busy_timeout)
+        store._lock_fd = lock_file(path)
+        store._pool.start()
+        opened = store._call(lambda: setattr(store, "_db", connect(path, busy_timeout)))
+        return store, opened
+
     # The queue: one operation on the thread at a time, in call order.
 
     def _submit(self, work: Any) -> Deferred:

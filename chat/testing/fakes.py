@@ -11,40 +11,52 @@ from typing import Any, List, Optional
 from zope.interface import implementer
 
 from chat.core.interfaces import IChatClient
+from chat.transports import encoding
 
 
 @implementer(IChatClient)
 class FakeClient:
     """
-    An L{IChatClient} that records what the core delivers to it.
+    An L{IChatClient} that records the events the core sends it, and shows
+    them as the responses a stream client would read.
 
-    @ivar raw: every delivery, as delivered (a broadcast batch may hold
-        several responses).
+    @ivar events: every event, as sent.
     @ivar disconnected: whether the core asked to close the connection.
     """
 
-    def __init__(self, max_response_size: Optional[int] = None) -> None:
-        self.max_response_size = max_response_size
-        self.raw: List[bytes] = []
+    def __init__(
+        self, history_budget: Optional[int] = None, history_format: str = "string"
+    ) -> None:
+        self.history_budget = history_budget
+        self.history_format = history_format
+        self.events: List[Any] = []
         self.disconnected = False
 
-    def deliver(self, data: bytes) -> None:
-        self.raw.append(data)
+    def send(self, event: Any) -> None:
+        self.events.append(event)
 
     def disconnect(self) -> None:
         self.disconnected = True
 
     @property
+    def raw(self) -> List[bytes]:
+        """
+        Every event as the bytes a stream client reads (a broadcast batch
+        may hold several responses).
+        """
+        return [b"".join(encoding.stream(e, self.history_format)) for e in self.events]
+
+    @property
     def received(self) -> List[Any]:
         """
-        Every response delivered so far, decoded, one per response.
+        Every response sent so far, decoded, one per response.
         """
         return [json.loads(line) for d in self.raw for line in d.splitlines()]
 
     def take(self) -> List[Any]:
         """
-        The responses delivered since the last call, decoded.
+        The responses sent since the last call, decoded.
         """
         out = self.received
-        self.raw = []
+        self.events = []
         return out

@@ -1,0 +1,220 @@
+"""
+What every transport's connections share, whatever their framing (TCP
+today, WebSocket next): the limits on connections, admission (counting
+connections in total and per address, and making room by closing the
+oldest connection that has not logged in), and the send queue that holds
+what a client has not yet taken, with its bound.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Protocol, Sequence
+
+from chat.wire import MAX_VALUE_SIZE
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """
+    Bounds on connections, enforced by each connection and by L{Admission}.
+
+    @ivar max_request_size: the largest request, in bytes (characters once
+        decoded); a larger one gets an C{error} and the connection is closed.
+    @ivar max_connections: connections open at once; 0 for no limit.
+    @ivar max_connections_per_address: connections open at once from one
+        source address; 0 for no limit.
+    @ivar login_timeout: seconds a connection may stay without logging in;
+        0 for no limit.
+    @ivar max_send_queue: bytes that may wait for a client that does not read
+        fast enough (beyond the transport's own write buffer and not
+        counting the history sent at login); past it the connection is
+        aborted.
+    @ivar keepalive_idle: seconds of silence before TCP keepalive probes
+        start; 0 turns keepalive off.
+    @ivar keepalive_interval: seconds between two keepalive probes.
+    @ivar keepalive_count: unanswered probes after which the peer is dead.
+    @ivar close_timeout: seconds a closing connection may take to send what
+        it still has before it is aborted.
+    """
+
+    max_request_size: int = MAX_VALUE_SIZE
+    max_connections: int = 5000
+    max_connections_per_address: int = 100
+    login_timeout: float = 60.0
+    max_send_queue: int = 256 * 1024
+    keepalive_idle: int = 60
+    keepalive_interval: int = 10
+    keepalive_count: int = 3
+    close_timeout: float = 10.0
+
+
+class Admitted(Protocol):
+    """
+    What L{Admission} needs of a connection.
+    """
+
+    admitted: Optional[str]
+
+    @property
+    def logged_in(self) -> bool: ...
+
+    def make_room(self) -> None: ...
+
+
+class Admission:
+    """
+    Counts connections against L{ConnectionLimits}, in total and per source
+    address. Transports that share one instance share the limits.
+
+    A connection that has not logged in never keeps a newcomer out: past a
+    limit, the oldest such connection (from the same address, for the
+    per-address limit) is closed to make room. Only logged-in users fill
+    the server.
+    """
+
+    def __init__(self, limits: ConnectionLimits) -> None:
+        self.limits = limits
+        self.connections = 0
+        self.by_address: Dict[str, int] = {}
+        # Admitted connections not known to have logged in, oldest first.
+        self._unlogged: Dict[Admitted, None] = {}
+
+    def admit(self, connection: Admitted, address: str) -> Optional[str]:
+        """
+        Count a new connection from C{address}, or say why it is refused.
+        """
+        limits = self.limits
+        if limits.max_connections and self.connections >= limits.max_connections:
+            if not self._make_room(None):
+                return "Server full: too many connections; try again later"
+        if address and limits.max_connections_per_address:
+            if self.by_address.get(address, 0) >= limits.max_connections_per_address:
+                if not self._make_room(address):
+                    return (
+                        "Too many connections from your address "
+                        f"(limit {limits.max_connections_per_address})"
+                    )
+        self.connections += 1
+        self.by_address[address] = self.by_address.get(address, 0) + 1
+        connection.admitted = address
+        self._unlogged[connection] = None
+        return None
+
+    def _make_room(self, address: Optional[str]) -> bool:
+        """
+        Close the oldest admitted connection that has not logged in (from
+        C{address}, if given); return whether there was one.
+        """
+        for connection in list(self._unlogged):
+            if connection.logged_in:
+                del self._unlogged[connection]  # logged in since: not a candidate
+                continue
+            if address is None or connection.admitted == address:
+                self.release(connection)
+                connection.make_room()
+                return True
+        return False
+
+    def logged_in(self, connection: Admitted) -> None:
+        """
+        C{connection} has logged in: it is no longer closed to make room.
+        """
+        self._unlogged.pop(connection, None)
+
+    def release(self, connection: Admitted) -> None:
+        """
+        C{connection} is gone (or going): it no longer counts.
+        """
+        address = connection.admitted
+        if address is None:
+            return
+        connection.admitted = None
+        self._unlogged.pop(connection, None)
+        self.connections -= 1
+        count = self.by_address.get(address, 0) - 1
+        if count > 0:
+            self.by_address[address] = count
+        else:
+            self.by_address.pop(address, None)
+
+
+def entry_size(entry: Any) -> int:
+    """
+    The bytes a send-queue entry stands for: bytes, or an object with a
+    C{line} (a chat message kept whole so a transport can combine several).
+    """
+    return len(entry) if isinstance(entry, bytes) else len(entry.line)
+
+
+class SendQueue:
+    """
+    What waits to be written to one client, in order, with the bytes it
+    holds counted against a bound. Entries pushed as a C{burst} (the
+    history at login) are counted apart and do not count against the
+    bound, so a long history never gets a new user dropped.
+
+    A list with a moving head, not a deque: an empty deque takes 760
+    bytes, per connection.
+    """
+
+    __slots__ = ("_entries", "_head", "queued", "_burst")
+
+    def __init__(self) -> None:
+        self._entries: List[Any] = []
+        self._head = 0
+        self.queued = 0  # bytes waiting
+        self._burst = 0  # of which, bytes exempt from the bound
+
+    def __bool__(self) -> bool:
+        return self._head < len(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries) - self._head
+
+    @property
+    def counted(self) -> int:
+        """
+        The bytes that count against the bound.
+        """
+        return self.queued - self._burst
+
+    def push(self, entries: Sequence[Any], burst: bool = False) -> None:
+        size = 0
+        for entry in entries:
+            size += entry_size(entry)
+        self._entries.extend(entries)
+        self.queued += size
+        if burst:
+            self._burst += size
+
+    def peek(self, index: int = 0) -> Any:
+        return self._entries[self._head + index]
+
+    def pop(self, count: int = 1) -> List[Any]:
+        """
+        Take the first C{count} entries.
+        """
+        head = self._head
+        taken = self._entries[head : head + count]
+        head += len(taken)
+        size = 0
+        for entry in taken:
+            size += entry_size(entry)
+        self.queued -= size
+        # What was pushed first is sent first: the burst goes out before
+        # anything counted behind it.
+        self._burst = max(0, self._burst - size)
+        if head >= len(self._entries):
+            self._entries = []
+            head = 0
+        elif head > 64 and head * 2 > len(self._entries):
+            del self._entries[:head]
+            head = 0
+        self._head = head
+        return taken
+
+    def clear(self) -> None:
+        self._entries = []
+        self._head = 0
+        self.queued = self._burst = 0
