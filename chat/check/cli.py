@@ -26,17 +26,9 @@ DEFAULT_TIMEOUT = 5.0
 
 
 def _port(value: str) -> int:
-    number = int(value)
-    if not 0 < number < 65536:
+    if not value.isdigit() or not 0 < int(value) < 65536:
         raise ValueError(f"{value} is not a port number (1-65535)")
-    return number
-
-
-def _timeout(value: str) -> float:
-    number = float(value)
-    if not 0 < number <= 600:
-        raise ValueError(f"{value} is not a number of seconds between 0 and 600")
-    return number
+    return int(value)
 
 
 class Options(usage.Options):
@@ -73,7 +65,6 @@ did, 2 for a usage error, 3 when the server could not be reached at all."""
             "t",
             DEFAULT_TIMEOUT,
             "Seconds to wait for each answer (or connection, or close) before giving up.",
-            _timeout,
         ],
     ]
 
@@ -94,6 +85,13 @@ did, 2 for a usage error, 3 when the server could not be reached at all."""
             self["port"] = _port(self["port"])
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
+        given = self["timeout"]
+        try:
+            self["timeout"] = float(given)
+        except ValueError:
+            self["timeout"] = -1.0
+        if not 0 < self["timeout"] <= 600:
+            raise usage.UsageError(f"--timeout: {given} is not a number of seconds (at most 600)")
 
     def getUsage(self, width: Optional[int] = None) -> str:
         # usage.Options joins the description into one paragraph; keep ours.
@@ -103,7 +101,8 @@ did, 2 for a usage error, 3 when the server could not be reached at all."""
         finally:
             self.longdesc = longdesc
         paragraphs = [
-            textwrap.fill(" ".join(p.split()), width or 79) for p in longdesc.split("\n\n")
+            textwrap.fill(" ".join(p.split()), width or 79, break_on_hyphens=False)
+            for p in longdesc.split("\n\n")
         ]
         return text + "\n\n" + "\n\n".join(paragraphs) + "\n"
 

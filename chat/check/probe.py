@@ -234,10 +234,13 @@ class Probe:
                     return out
             if self.closed:
                 raise Closed(
-                    f"the server closed the connection of {self} before {what}" + self._instead()
+                    f"the server closed the connection of {self} while it waited for {what}"
+                    + self._instead()
                 )
             if time.monotonic() >= deadline:
-                raise NoAnswer(f"{self} got no {what} within {self.timeout:g} s" + self._instead())
+                raise NoAnswer(
+                    f"{self} waited {self.timeout:g} s for {what} in vain" + self._instead()
+                )
             self._receive(deadline)
 
     def _instead(self) -> str:
@@ -267,7 +270,7 @@ class Probe:
         Send a request and return its answer (see L{reply}).
         """
         self.send(word, content)
-        return self.reply(what or f"answer to {word}")
+        return self.reply(what or f"the answer to {word}")
 
     def wait_closed(self, timeout: Optional[float] = None) -> bool:
         """
@@ -315,7 +318,7 @@ class Probe:
         if self._sock is not None and not self.closed and self.username is not None:
             try:
                 self.send("logout", None)
-                self.until(lambda r: kind(r) in ("info", "error"), "answer to logout")
+                self.until(lambda r: kind(r) in ("info", "error"), "the answer to logout")
             except ProbeError:
                 pass
         self.close()
