@@ -26,7 +26,7 @@ from twisted.trial.unittest import TestCase
 from chat import tap
 from chat.check import checks, cli
 from chat.check.checks import CHECKS, Check, Run, decode_item, key, run_check
-from chat.check.probe import NoAnswer, Probe, split_reads
+from chat.check.probe import NoAnswer, Probe, response_sizes, responses_per_read
 from tests.broken_servers import FLAWS
 from tests.support import PATIENCE, ROOT, ServerProcess, SocketClient, child_env
 
@@ -150,7 +150,9 @@ EXPECTED: Dict[str, Dict[str, Tuple[str, str]]] = {
     "crash-on-drop": {"drop": ("FAIL", "stopped serving the others")},
     "keep-dropped-name": {"drop": ("FAIL", "dropped without logging out, and its name")},
     "merged-login": {"legacy-one-per-read": ("FAIL", "in 3 of 3 logins one read held 2")},
-    "big-history": {"legacy-large-response": ("FAIL", "came over several reads")},
+    "big-history": {
+        "legacy-large-response": ("FAIL", "1 of the 2 responses to a login were over 4096 bytes")
+    },
 }
 
 
@@ -338,19 +340,28 @@ class PieceTests(TestCase):
     The parts the checks are built from.
     """
 
-    def test_split_reads(self):
+    def test_responses_per_read(self):
         """
-        split_reads tells reads holding exactly one response from reads
-        holding two and from responses cut over several reads.
+        responses_per_read counts the responses a read holds wholly or in
+        part: 1 for a read that is exactly one response or a piece of one,
+        2 for two responses or one and a piece of the next.
         """
         one = b'{"a":1}\n'
         big = b'{"a":"' + b"x" * 10 + b'"}\n'
-        self.assertEqual(split_reads([one, one]), [(1, 1, False), (1, 1, False)])
-        self.assertEqual(split_reads([one + one]), [(2, 2, False)])
-        self.assertEqual(split_reads([one + big[:5], big[5:]]), [(2, 1, True), (1, 1, True)])
-        self.assertEqual(
-            split_reads([big[:5], big[5:9], big[9:]]), [(1, 0, True)] * 2 + [(1, 1, True)]
-        )
+        self.assertEqual(responses_per_read([one, one]), [1, 1])
+        self.assertEqual(responses_per_read([one + one]), [2])
+        self.assertEqual(responses_per_read([one + big[:5], big[5:]]), [2, 1])
+        self.assertEqual(responses_per_read([big[:5], big[5:9], big[9:]]), [1, 1, 1])
+        self.assertEqual(responses_per_read([big[:5], big[5:] + one]), [1, 2])
+
+    def test_response_sizes(self):
+        """
+        response_sizes gives each response's size in bytes, counting the
+        newline after it and multi-byte characters, whatever the reads.
+        """
+        data = '{"a":"\u00e6"}\n{"b": 2}  {"c":3}\r\n'.encode()
+        self.assertEqual(response_sizes(data), [11, 8, 9])
+        self.assertEqual(response_sizes(data + b"{trunc"), [11, 8, 9])
 
     def test_decode_item(self):
         """

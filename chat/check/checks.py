@@ -31,8 +31,9 @@ from chat.check.probe import (
     Probe,
     ProbeError,
     kind,
+    response_sizes,
+    responses_per_read,
     show,
-    split_reads,
 )
 from chat.wire import DecodeError, encode_json
 
@@ -731,30 +732,30 @@ def check_argless_content(run: Run) -> Outcome:
     return passed()
 
 
-def _legacy_login(run: Run) -> Tuple[Probe, List[Tuple[int, int, bool]]]:
+def _legacy_login(run: Run) -> Probe:
     """
-    Log a new bare-JSON client in, reading as clients in the field do: the
-    client and how its reads were cut (see L{split_reads}).
+    Log a new bare-JSON client in, reading as clients in the field do.
     """
     p = run.probe("bare")
     run.login(p, run.name("l"))
-    return p, split_reads(p.reads)
+    return p
 
 
 def check_legacy_large(run: Run) -> Outcome:
     ok, how = run.ensure_long_history()
     if not ok:
         return skipped(f"the history could not be made longer than 4096 bytes: {how}")
-    p, cuts = _legacy_login(run)
-    split = [i for i, (_, _, spans) in enumerate(cuts) if spans]
-    sizes = [len(encode_json(r).encode("utf-8")) for r in p.responses]
-    if split:
+    p = _legacy_login(run)
+    sizes = response_sizes(b"".join(p.reads))
+    large = [size for size in sizes if size > LEGACY_LIMIT]
+    if large:
         raise Failure(
-            f"a response of {max(sizes)} bytes came over several reads of at most 4096 "
-            f"(history {history_size(p.responses)} bytes): a client that does one json.loads "
-            "per recv(4096) crashes; send a long history as several history responses"
+            f"{len(large)} of the {len(sizes)} responses to a login were over 4096 bytes, the "
+            f"largest {max(large)} (history {history_size(p.responses)} bytes): a client that "
+            "does one json.loads per recv(4096) crashes; send a long history as several "
+            "history responses"
         )
-    return passed(f"{len(p.responses)} responses to login, the largest {max(sizes)} bytes ({how})")
+    return passed(f"{len(sizes)} responses to login, the largest {max(sizes)} bytes ({how})")
 
 
 def check_legacy_one_per_read(run: Run) -> Outcome:
@@ -762,8 +763,8 @@ def check_legacy_one_per_read(run: Run) -> Outcome:
     attempts = 3
     merged = []
     for _ in range(attempts):
-        p, cuts = _legacy_login(run)
-        bad = [touched for touched, _, _ in cuts if touched > 1]
+        p = _legacy_login(run)
+        bad = [count for count in responses_per_read(p.reads) if count > 1]
         if bad:
             merged.append(f"one read held {max(bad)} responses")
         p.leave()

@@ -18,10 +18,11 @@ so the checks see every response even when a server's framing is wrong.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import struct
 import time
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional
 
 from chat.wire import DecodeError, StreamDecoder, encode_json
 
@@ -324,15 +325,12 @@ class Probe:
         self.close()
 
 
-def split_reads(reads: List[bytes]) -> List[Tuple[int, int, bool]]:
+def responses_per_read(reads: List[bytes]) -> List[int]:
     """
-    How the responses in C{reads} are cut across them, as a client that does
-    one C{json.loads} per C{recv()} sees it.
+    How many responses each read holds, wholly or in part: what a client
+    that does one C{json.loads} per C{recv()} needs to be exactly 1.
 
     @param reads: consecutive reads starting at the start of a response.
-    @return: for each read: how many responses are (wholly or partly) in
-        it, how many complete in it, and whether a response in it runs over
-        from or into another read.
     """
     decoder = StreamDecoder(max_size=MAX_RECEIVED)
     out = []
@@ -340,9 +338,30 @@ def split_reads(reads: List[bytes]) -> List[Tuple[int, int, bool]]:
         before = decoder.buffered > 0
         complete = len(decoder.feed(data))
         after = decoder.buffered > 0
-        if before and complete == 0:
-            touched = 1
-        else:
-            touched = complete + (1 if after else 0)
-        out.append((touched, complete, before or after))
+        out.append(max(1, complete) if before and after else complete + after)
     return out
+
+
+_WHITESPACE = re.compile(r"\s*")
+
+
+def response_sizes(data: bytes) -> List[int]:
+    """
+    The size in bytes of each JSON value in C{data}, with the newline after
+    it if there is one (a client reading C{recv(4096)} needs both in one
+    read), up to the first thing that is not JSON.
+    """
+    text = data.decode("utf-8", "surrogateescape")
+    decoder = json.JSONDecoder()
+    sizes = []
+    pos = _WHITESPACE.match(text).end()
+    while pos < len(text):
+        try:
+            _, end = decoder.raw_decode(text, pos)
+        except ValueError:
+            break
+        if text.startswith("\n", end) or text.startswith("\r\n", end):
+            end = text.index("\n", end) + 1
+        sizes.append(len(text[pos:end].encode("utf-8", "surrogateescape")))
+        pos = _WHITESPACE.match(text, end).end()
+    return sizes
