@@ -782,7 +782,8 @@ def check_legacy_one_per_read(run: Run) -> Outcome:
 
 
 def check_drop(run: Run) -> Outcome:
-    sender, receiver = run.probe("newline"), run.probe("bare")
+    sender = run.probe("newline", "a client that stayed")
+    receiver = run.probe("bare", "another client that stayed")
     run.login(sender, run.name("d"))
     run.login(receiver, run.name("d"))
     droppers = [run.probe("bare"), run.probe("bare")]
