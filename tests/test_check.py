@@ -161,7 +161,7 @@ class BrokenServerTests(TestCase):
     The checker against servers that each break one rule.
     """
 
-    def check(self, flaw: str) -> None:
+    def check(self, flaw: str) -> BrokenServer:
         server = BrokenServer(flaw)
         self.addCleanup(server.stop)
         found = not_passed(cli.check_server("127.0.0.1", server.port, TIMEOUT))
@@ -170,6 +170,25 @@ class BrokenServerTests(TestCase):
         for name, (status, words) in expected.items():
             self.assertEqual(found[name][0], status, found[name])
             self.assertIn(words, found[name][1])
+        return server
+
+    def test_keep_dropped_name(self):
+        """
+        Against a server that keeps the name of every client that closes
+        without logging out, drop fails, and afterwards only the two names
+        the checker dropped on purpose are left: it logged out of every
+        other connection it opened.
+        """
+        server = self.check("keep-dropped-name")
+        client = SocketClient(server.port)
+        self.addCleanup(client.close)
+        client.login("witness")
+        client.send("names")
+        names = client.read()[0]["content"].split(", ")
+        self.assertEqual(len(names), 3, names)
+        self.assertEqual(names[2], "witness")
+        self.assertRegex(names[0], r"^chk[0-9a-f]{6}[0-9]+z$")
+        self.assertRegex(names[1], r"^chk[0-9a-f]{6}[0-9]+z$")
 
     def test_every_flaw_has_a_test(self):
         """
@@ -208,6 +227,8 @@ def _flaw_test(flaw: str):
 
 
 for _flaw in EXPECTED:
+    if _flaw == "keep-dropped-name":
+        continue  # tested above, with more
     setattr(BrokenServerTests, f"test_{_flaw.replace('-', '_')}", _flaw_test(_flaw))
 
 

@@ -284,14 +284,6 @@ class Probe:
             self._receive(deadline)
         return self.closed
 
-    def unread(self) -> List[Any]:
-        """
-        Return the responses received and not yet returned, marking them read.
-        """
-        out = self.responses[self._seen :]
-        self._seen = len(self.responses)
-        return out
-
     # Closing
 
     def close(self) -> None:
