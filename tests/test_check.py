@@ -26,7 +26,7 @@ from twisted.trial.unittest import TestCase
 from chat import tap
 from chat.check import checks, cli
 from chat.check.checks import CHECKS, Check, Run, decode_item, key, run_check
-from chat.check.probe import NoAnswer, Probe, response_sizes, responses_per_read
+from chat.check.probe import NoAnswer, Probe, cpu_wait, response_sizes, responses_per_read
 from tests.broken_servers import FLAWS
 from tests.support import PATIENCE, ROOT, ServerProcess, SocketClient, child_env
 
@@ -149,7 +149,7 @@ EXPECTED: Dict[str, Dict[str, Tuple[str, str]]] = {
     "strict-content": {"argless-content": ("WARN", 'names with "" got')},
     "crash-on-drop": {"drop": ("FAIL", "stopped serving the others")},
     "keep-dropped-name": {"drop": ("FAIL", "dropped without logging out, and its name")},
-    "merged-login": {"legacy-one-per-read": ("FAIL", "in 3 of 3 logins one read held 2")},
+    "merged-login": {"legacy-one-per-read": ("FAIL", "in 5 of 5 logins one read held 2")},
     "big-history": {
         "legacy-large-response": ("FAIL", "1 of the 2 responses to a login were over 4096 bytes")
     },
@@ -374,6 +374,40 @@ class PieceTests(TestCase):
         self.assertEqual(responses_per_read([one + big[:5], big[5:]]), [2, 1])
         self.assertEqual(responses_per_read([big[:5], big[5:9], big[9:]]), [1, 1, 1])
         self.assertEqual(responses_per_read([big[:5], big[5:] + one]), [1, 2])
+
+    def test_merged_reads(self):
+        """
+        A read holding several responses is blamed on the server unless the
+        checker had just waited a millisecond or more for a CPU, or the
+        wait is unknown.
+        """
+        counts = [1, 2, 3, 2, 2]
+        waits = [5_000_000, 10_000, 2_000_000, None, 999_999]
+        self.assertEqual(checks.merged_reads(counts, waits), ([2, 2, 2], 1))
+        self.assertEqual(checks.merged_reads([1, 1], [None, None]), ([], 0))
+
+    def test_waits_recorded_per_read(self):
+        """
+        The probe records, for each read, how long the checker waited for a
+        CPU before it (where Linux reports it), so merged reads can be
+        told from a late checker.
+        """
+        if cpu_wait() is None:
+            self.skipTest("this system does not report CPU waits (/proc/thread-self/schedstat)")
+        server = SilentServer()
+        self.addCleanup(server.close)
+        probe = Probe("127.0.0.1", server.port, "probe", timeout=PATIENCE).connect()
+        self.addCleanup(probe.close)
+        peer, _ = server.sock.accept()
+        self.addCleanup(peer.close)
+        for text in (b'{"a":1}', b'{"b":2}'):
+            peer.sendall(text)
+            probe.next("a value")
+        self.assertEqual(len(probe.reads), 2)
+        self.assertEqual(len(probe.waits), 2)
+        for wait in probe.waits:
+            self.assertIsInstance(wait, int)
+            self.assertGreaterEqual(wait, 0)
 
     def test_response_sizes(self):
         """

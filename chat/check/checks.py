@@ -758,27 +758,67 @@ def check_legacy_large(run: Run) -> Outcome:
     return passed(f"{len(sizes)} responses to login, the largest {max(sizes)} bytes ({how})")
 
 
+#: Bare-JSON logins legacy-one-per-read makes. Two responses sent even a
+#: few milliseconds apart can land in one read if the checker itself is not
+#: scheduled in time; such reads are not counted where the system tells
+#: (L{chat.check.probe.cpu_wait}), and elsewhere one login in five with such
+#: a read is put down to the machine. A server that writes two responses at
+#: once merges them nearly every time.
+LEGACY_ATTEMPTS = 5
+
+#: A read after the checker waited this long (ns) for a CPU may hold two
+#: responses the server sent apart.
+BUSY_WAIT = 1_000_000
+
+
+def merged_reads(counts: List[int], waits: List[Optional[int]]) -> Tuple[List[int], int]:
+    """
+    The reads that held more than one response, given how many responses
+    each read held and how long the checker waited for a CPU before it:
+    the response counts of those the server is to blame for, and how many
+    are not counted because the checker was late.
+    """
+    blamed, excused = [], 0
+    for count, wait in zip(counts, waits):
+        if count > 1:
+            if wait is not None and wait >= BUSY_WAIT:
+                excused += 1
+            else:
+                blamed.append(count)
+    return blamed, excused
+
+
 def check_legacy_one_per_read(run: Run) -> Outcome:
     run.ensure_long_history()
-    attempts = 3
     merged = []
-    for _ in range(attempts):
+    excused = 0
+    for _ in range(LEGACY_ATTEMPTS):
         p = _legacy_login(run)
-        bad = [count for count in responses_per_read(p.reads) if count > 1]
-        if bad:
-            merged.append(f"one read held {max(bad)} responses")
+        blamed, late = merged_reads(responses_per_read(p.reads), p.waits)
+        excused += late
+        if blamed:
+            merged.append(f"one read held {max(blamed)} responses")
         p.leave()
-    if len(merged) >= 2:
+    found = f"in {len(merged)} of {LEGACY_ATTEMPTS} logins {merged[0]}" if merged else ""
+    if excused:
+        found += (
+            f" ({excused} read(s) that held several responses came after the checker waited "
+            f"{BUSY_WAIT // 1_000_000} ms or more for a CPU and are not counted)"
+        )
+    if len(merged) > LEGACY_ATTEMPTS // 2:
         raise Failure(
-            f"in {len(merged)} of {attempts} logins {merged[0]}: a client that does one "
-            "json.loads per recv(4096) crashes; write one response at a time, spaced in time"
+            f"{found}: a client that does one json.loads per recv(4096) crashes; write one "
+            "response at a time, spaced in time"
+        )
+    if len(merged) > 1:
+        return warned(
+            f"{found}: the server may send responses too close together, or this machine was busy"
         )
     if merged:
-        return warned(
-            f"in 1 of {attempts} logins {merged[0]}: the server may send responses too close "
-            "together, or this machine was busy"
-        )
-    return passed(f"{attempts} bare-JSON logins: every read held exactly one response")
+        return passed(f"{found}, which a busy machine can cause; the other reads held one each")
+    return passed(
+        f"{LEGACY_ATTEMPTS} bare-JSON logins: every read held exactly one response{found}"
+    )
 
 
 def check_drop(run: Run) -> Outcome:

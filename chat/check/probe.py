@@ -37,6 +37,18 @@ MAX_RECEIVED = 8 * 1024 * 1024
 MISSING = object()
 
 
+def cpu_wait() -> Optional[int]:
+    """
+    Nanoseconds this thread has spent ready to run but waiting for a CPU,
+    where the system says (Linux), else None.
+    """
+    try:
+        with open("/proc/thread-self/schedstat", "rb") as f:
+            return int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class ProbeError(Exception):
     """
     A connection did not do what a check needed; the message says what
@@ -115,6 +127,9 @@ class Probe:
     @ivar responses: every response received, decoded, in order (a
         L{DecodeError} for data that is not JSON).
     @ivar reads: the bytes of every C{recv()}, as they came.
+    @ivar waits: for each read, how long (ns) this thread waited for a CPU
+        since the read or request before it (None where unknown): two
+        responses sent apart can share a read because the checker was late.
     @ivar username: the name this connection logged in with, if it did.
     """
 
@@ -137,6 +152,8 @@ class Probe:
         self.transcript = transcript if transcript is not None else []
         self.responses: List[Any] = []
         self.reads: List[bytes] = []
+        self.waits: List[Optional[int]] = []
+        self._wait_mark = cpu_wait()
         self.username: Optional[str] = None
         self.closed = False
         self._sock: Optional[socket.socket] = None
@@ -177,6 +194,7 @@ class Probe:
             data += b"\n"
         if self.closed or self._sock is None:
             raise Closed(f"the server had closed the connection of {self}")
+        self._wait_mark = cpu_wait()
         try:
             self._sock.settimeout(self.timeout)
             self._sock.sendall(data)
@@ -209,6 +227,10 @@ class Probe:
             self.closed = True
             return
         self.reads.append(data)
+        mark, self._wait_mark = self._wait_mark, cpu_wait()
+        self.waits.append(
+            None if mark is None or self._wait_mark is None else self._wait_mark - mark
+        )
         self._received += len(data)
         if self._received > MAX_RECEIVED:
             self.close()
