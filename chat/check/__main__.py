@@ -1,0 +1,7 @@
+"""
+C{python -m chat.check HOST PORT}: run the conformance checker.
+"""
+
+from chat.check.cli import run
+
+run()
