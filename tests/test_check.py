@@ -23,10 +23,10 @@ from typing import Dict, List, Tuple
 
 from twisted.trial.unittest import TestCase
 
-from chat.server import tap
 from chat.check import checks, cli
 from chat.check.checks import CHECKS, Check, Run, decode_item, key, run_check
 from chat.check.probe import NoAnswer, Probe, cpu_wait, response_sizes, responses_per_read
+from chat.server import tap
 from tests.broken_servers import FLAWS
 from tests.support import PATIENCE, ROOT, ServerProcess, SocketClient, child_env
 
