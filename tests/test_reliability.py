@@ -10,6 +10,7 @@ timing (figures are for C{bench/hostile.py}).
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ import sqlite3
 import struct
 import tempfile
 import time
+import weakref
 from typing import Any, Callable, List, Optional
 
 from twisted.internet import reactor
@@ -380,6 +382,40 @@ class VanishingTests(InProcessTestsMixin, TestCase):
         self.assertEqual(bob.contents(), texts)
         again = yield self.login("victor")
         self.assertFalse(again.closed)
+
+
+class FreedTests(InProcessTestsMixin, TestCase):
+    @inlineCallbacks
+    def test_closed_connections_freed_without_gc(self):
+        """
+        A connection that ends (by logout, by a close, by a reset), its
+        session and its transport are freed at once by reference counting:
+        no reference cycle waits for a garbage collection, which an idle
+        server never runs.
+        """
+        self.serve()
+        gc.collect()
+        gc.disable()
+        self.addCleanup(gc.enable)
+        alice = yield self.login("alice")
+        bob = yield self.login("bob")
+        carol = yield self.login("carol", newline=False)
+        alice.send("msg", "hi")
+        yield self.wait_for(lambda: carol.of("message"), "the message is out")
+        refs = []
+        for protocol in self.factory.built:
+            refs += [weakref.ref(protocol), weakref.ref(protocol.session)]
+            refs.append(weakref.ref(protocol.transport))
+        alice.send("logout")
+        bob.close()
+        carol.vanish()
+        yield self.wait_for(lambda: not self.service.usernames(), "all three are gone")
+        yield self.wait_for(lambda: all(p.lost for p in self.factory.built), "all closed")
+        del self.factory.built[:]
+        protocol = None
+        yield deferLater(reactor, 0, lambda: None)
+        alive = [r() for r in refs if r() is not None]
+        self.assertEqual(alive, [])
 
 
 class StorageFaultTests(InProcessTestsMixin, TestCase):

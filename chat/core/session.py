@@ -102,9 +102,6 @@ class Session:
             self._timer.cancel()
         self._timer = None
         self.service.forget(self)
-        # The connection refers to this session: drop the way back, so
-        # both are freed at once, with no cycle for the garbage collector.
-        self.client = self._flow = None  # type: ignore[assignment]
 
     def wait(self) -> None:
         """

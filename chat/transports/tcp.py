@@ -51,6 +51,11 @@ from chat.wire import StreamDecoder, parse_request
 
 __all__ = ["PACING", "ChatServerFactory", "ChatServerProtocol", "ConnectionLimits"]
 
+# A module's logger, not the descriptor that binds one to each connection:
+# an event naming a connection as its source would keep it alive as long as
+# any observer keeps the event.
+_log = Logger(namespace=__name__)
+
 #: Seconds between two responses to a legacy client.
 PACING = 0.010
 
@@ -93,7 +98,6 @@ class ChatServerProtocol(Protocol, TimeoutMixin):
     One client connection.
     """
 
-    log = Logger()
     factory: "ChatServerFactory"
 
     def __init__(self) -> None:
@@ -295,7 +299,7 @@ class ChatServerProtocol(Protocol, TimeoutMixin):
         self._pump()
 
     def _drop_slow_consumer(self) -> None:
-        self.log.warn(
+        _log.warn(
             "Dropping {peer}: it is not reading ({size} bytes waiting, limit {limit})",
             peer=self.transport.getPeer(),
             size=self._queue.counted,
@@ -350,7 +354,7 @@ class ChatServerProtocol(Protocol, TimeoutMixin):
         peer = self.transport.getPeer()
         refusal = factory.admission.admit(self, str(getattr(peer, "host", "")))
         if refusal is not None:
-            self.log.warn("Refusing {peer}: {reason}", peer=peer, reason=refusal)
+            _log.warn("Refusing {peer}: {reason}", peer=peer, reason=refusal)
             self._ending = True
             self.transport.write(Notice("error", refusal, factory.service.now()).encode())
             self._close()
@@ -366,7 +370,7 @@ class ChatServerProtocol(Protocol, TimeoutMixin):
             self.transport.registerProducer(self._producer, True)
         if limits.login_timeout > 0:
             self.setTimeout(limits.login_timeout)
-        self.log.info("Connection from {peer}", peer=peer)
+        _log.info("Connection from {peer}", peer=peer)
         self.session = factory.service.connect(self)
 
     def _set_keepalive(self) -> None:
@@ -436,7 +440,7 @@ class ChatServerProtocol(Protocol, TimeoutMixin):
         session = self.session
         if session is None or session.username is not None or self._ending:
             return
-        self.log.info(log_format, peer=self.transport.getPeer())
+        _log.info(log_format, peer=self.transport.getPeer())
         session.error(reason)
         self.disconnect()
 
@@ -448,14 +452,15 @@ class ChatServerProtocol(Protocol, TimeoutMixin):
             if call is not None and call.active():
                 call.cancel()
         self._pacer = self._closer = None
-        # The transport's producer refers back to us: unregister it, so no
-        # reference cycle keeps a closed connection for the garbage collector.
         self._unregister()
         self.setTimeout(None)
         self.factory.admission.release(self)
         session = self.session
         if session is not None:
-            self.log.info("Connection from {peer} closed", peer=self.transport.getPeer())
+            _log.info("Connection from {peer} closed", peer=self.transport.getPeer())
+            # The session refers to this protocol: drop the way back, so that
+            # both are freed at once, with no cycle for the garbage collector
+            # (which an idle server never runs).
             self.session = None
             session.lost()
 
