@@ -577,6 +577,21 @@ class HistoryTests(ServiceTestsMixin, TestCase):
         older = [json.loads(i)["content"][:2] for i in client.received[0]["content"]]
         self.assertEqual(int(older[-1]) + 1, int(first[0]))
 
+    def test_reload_window_after_prune(self):
+        """
+        After the store removes old messages, reloading the window makes
+        logins see only what is left.
+        """
+        alice, _ = self.logged_in("alice")
+        for i in range(10):
+            self.send(alice, "msg", str(i))
+        self.assertEqual(self.successResultOf(self.store.prune(keep_last=3)), 7)
+        self.service.reload_window()
+        session, client = self.connect()
+        self.send(session, "login", "bob")
+        items = [json.loads(i)["content"] for i in client.received[1]["content"]]
+        self.assertEqual(items, ["7", "8", "9"])
+
     def test_page_store_failure(self):
         """
         A store that cannot read older history gets the client an error,

@@ -7,8 +7,10 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import tempfile
+import time
 
 from twisted.application.service import IServiceMaker, MultiService
 from twisted.plugin import getPlugins
@@ -16,7 +18,7 @@ from twisted.python import usage
 from twisted.trial.unittest import TestCase
 
 from chat.server import tap
-from tests.support import TWISTD, ServerProcess, SocketClient, child_env
+from tests.support import PATIENCE, TWISTD, ServerProcess, SocketClient, child_env
 
 
 class PluginTests(TestCase):
@@ -160,6 +162,35 @@ class RealServerTests(TestCase):
         stored = [json.loads(i)["content"] for i in history["content"]]
         self.assertEqual(stored[: len(shown)], shown)
         self.assertEqual(shown[:60], [f"m{i}" for i in range(60)])
+
+    def test_retention_while_serving(self):
+        """
+        With --keep-messages, a server started on a longer history removes
+        the oldest messages from the database, and a login then sees only
+        those kept.
+        """
+        server = self.start("-d", self.database)
+        alice = self.client(server)
+        alice.login("alice")
+        for i in range(10):
+            alice.send("msg", f"m{i}")
+        alice.read_messages(10)
+        server.stop()
+        server = self.start("-d", self.database, "--keep-messages", "3")
+        deadline = time.monotonic() + PATIENCE
+        while True:
+            db = sqlite3.connect(self.database)
+            try:
+                rows = [r[0] for r in db.execute("SELECT content FROM messages ORDER BY id")]
+            finally:
+                db.close()
+            if len(rows) == 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        self.assertEqual(rows, ["m7", "m8", "m9"])
+        carol = self.client(server)
+        _, history = carol.login("carol")
+        self.assertEqual([json.loads(i)["content"] for i in history["content"]], rows)
 
     def test_bad_client_others_carry_on(self):
         """

@@ -37,6 +37,13 @@ class Window:
         self._messages.extend(messages)
         self._event = None
 
+    def replace(self, messages: Iterable[ChatMessage]) -> None:
+        """
+        Hold C{messages} instead (the store's latest, after a prune).
+        """
+        self._messages.clear()
+        self.extend(messages)
+
     def event(
         self, timestamp: str, budget: Optional[int] = None, history_format: str = "string"
     ) -> HistoryWindow:

@@ -113,6 +113,18 @@ class ChatService:
 
         return self.store.recent(LOBBY, self.window.limit).addCallback(loaded).addBoth(ready)
 
+    def reload_window(self) -> Deferred:
+        """
+        Read the window again from the store, after messages were removed
+        from it (retention), so that logins no longer see them. Messages
+        stored meanwhile are not lost: the store answers in order.
+        """
+
+        def loaded(stored: List[StoredMessage]) -> None:
+            self.window.replace(_chat_messages(stored))
+
+        return self.store.recent(LOBBY, self.window.limit).addCallback(loaded)
+
     def shutdown(self, reason: str = "Server is shutting down", timeout: float = 5.0) -> Deferred:
         """
         Store what is pending, tell everyone logged in, and disconnect all.

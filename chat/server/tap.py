@@ -19,6 +19,7 @@ from chat.core.history import DEFAULT_HISTORY_LIMIT
 from chat.core.limits import Limits
 from chat.core.service import ChatService
 from chat.storage import IMessageStore, MemoryStore, SQLiteStore
+from chat.storage.retention import RetentionService
 from chat.transports.tcp import ChatServerFactory, ConnectionLimits
 
 DEFAULT_PORT = "tcp:9998"
@@ -43,6 +44,13 @@ def _seconds(value: str) -> float:
     number = float(value)
     if not number >= 0:
         raise ValueError(f"{value} is not a number of seconds")
+    return number
+
+
+def _days(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError(f"{value} is not a positive number of days")
     return number
 
 
@@ -79,6 +87,22 @@ class Options(usage.Options):
             "How many of the latest messages a login gets (older ones are paged "
             "with the history request; a bare-JSON client gets the newest part "
             "it can read in about a second).",
+            _count,
+        ],
+        [
+            "keep-days",
+            None,
+            None,
+            "Remove messages older than this many days (checked at start-up and "
+            "hourly, while serving). Default: keep them all.",
+            _days,
+        ],
+        [
+            "keep-messages",
+            None,
+            None,
+            "Keep only the latest this many messages (of each room), removing "
+            "older ones at start-up and hourly. Default: keep them all.",
             _count,
         ],
         [
@@ -223,8 +247,12 @@ class ChatServerService(service.MultiService):
         limits: Limits,
         connection_limits: ConnectionLimits,
         history_limit: int = DEFAULT_HISTORY_LIMIT,
+        keep_days: Optional[float] = None,
+        keep_messages: Optional[int] = None,
     ) -> None:
         super().__init__()
+        self._keep_days = keep_days
+        self._keep_messages = keep_messages
         self._open_store = open_store
         self._endpoint = endpoint
         self._reactor = reactor
@@ -242,6 +270,7 @@ class ChatServerService(service.MultiService):
             store, self._reactor, self._history_format, self._limits, self._history_limit
         )
         self._loaded = opened.addCallback(lambda _: chat.load())
+        self._loaded.addCallback(lambda _: self._start_retention(chat))
         self._loaded.addErrback(self._cannot_start)
         self.factory = ChatServerFactory(chat, self._reactor, self._connection_limits)
         listener = LoggingServerService(self._endpoint, self.factory)
@@ -250,6 +279,14 @@ class ChatServerService(service.MultiService):
         listener._raiseSynchronously = True
         listener.setServiceParent(self)
         super().startService()
+
+    def _start_retention(self, chat: ChatService) -> None:
+        if self._keep_days is None and self._keep_messages is None:
+            return
+        if not self.running:
+            return
+        retention = WindowRetention(chat, self._keep_days, self._keep_messages)
+        retention.setServiceParent(self)
 
     def _cannot_start(self, failure: Failure) -> None:
         if not self.running:
@@ -281,6 +318,27 @@ class ChatServerService(service.MultiService):
 
         # Let a start that is still reading the window finish first.
         return stopped.addBoth(lambda _: self._loaded).addBoth(shut_down).addBoth(close)
+
+
+class WindowRetention(RetentionService):
+    """
+    Retention for a running chat: after each prune, the core reads its
+    history window again, so that logins no longer show removed messages.
+    """
+
+    def __init__(
+        self, chat: ChatService, keep_days: Optional[float], keep_last: Optional[int]
+    ) -> None:
+        super().__init__(chat.store, keep_days, keep_last, clock=chat.clock)
+        self.clock = chat.clock
+        self.chat = chat
+
+    def prune(self) -> Deferred:
+        def failed(failure: Failure) -> None:
+            self.log.error("Could not read the history again: {error}", error=failure.value)
+
+        reloaded = super().prune().addCallback(lambda _: self.chat.reload_window())
+        return reloaded.addErrback(failed)
 
 
 class LoggingServerService(StreamServerEndpointService):
@@ -336,6 +394,8 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         limits,
         connection_limits,
         options["history-limit"],
+        options["keep-days"],
+        options["keep-messages"],
     )
     server.setServiceParent(top)
     return top
