@@ -502,6 +502,20 @@ class SQLiteTests(TestCase):
         count = yield defer.maybeDeferred(backup_database, self.path, copy)
         self.assertEqual(count, 2)
 
+    @defer.inlineCallbacks
+    def test_close_waits_for_a_backup(self):
+        """
+        close lets a backup under way finish (and keeps the file's lock
+        until then); the copy is complete.
+        """
+        store = yield SQLiteStore.open(self.path, reactor)
+        yield store.append([msg(f"m{i}") for i in range(5000)])
+        copy = os.path.join(self.directory, "copy.db")
+        backup = store.backup(copy)
+        yield store.close()
+        self.assertTrue(backup.called)
+        self.assertEqual((yield backup), 5000)
+
     def test_missing_directory(self):
         """
         A database in a directory that does not exist is a one-line

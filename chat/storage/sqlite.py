@@ -33,9 +33,9 @@ import os
 import sqlite3
 import threading
 from importlib import resources
-from typing import Any, Callable, Deque, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Iterator, List, Optional, Sequence, Set, Tuple
 
-from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, DeferredList, fail, inlineCallbacks, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
@@ -46,6 +46,7 @@ from chat.storage.interfaces import (
     Message,
     StoredMessage,
     StoreError,
+    check_limit,
     check_messages,
     check_retention,
     cutoff,
@@ -229,6 +230,7 @@ class SQLiteStore:
         self._running = False
         self._closed = False
         self._closing: Optional[Deferred] = None
+        self._backups: Set[Deferred] = set()
 
     @classmethod
     def open(
@@ -434,11 +436,11 @@ class SQLiteStore:
         return self._submit(messages)
 
     def recent(self, room: str, limit: int) -> Deferred[List[StoredMessage]]:
-        _check_limit(limit)
+        check_limit(limit)
         return self._call(self._recent, room, limit)
 
     def before(self, room: str, before_id: int, limit: int) -> Deferred[List[StoredMessage]]:
-        _check_limit(limit)
+        check_limit(limit)
         return self._call(self._before, room, before_id, limit)
 
     def prune(
@@ -496,9 +498,21 @@ class SQLiteStore:
             return fail(StoreError(f"database {self.path!r} is closed"))
         if self.path == ":memory:":
             return self._call(lambda: backup_connection(self._db, path))
-        return deferToThreadPool(
+        d = deferToThreadPool(
             self._reactor, self._reactor.getThreadPool(), backup_database, self.path, path
         )
+        # close() waits for it: closing the lock's descriptor would drop
+        # the POSIX locks SQLite holds on the file for the backup's
+        # connection in this process.
+        finished: Deferred = Deferred()
+        self._backups.add(finished)
+
+        def done(result: Any) -> Any:
+            self._backups.discard(finished)
+            finished.callback(None)
+            return result
+
+        return d.addBoth(done)
 
     def close(self) -> Deferred[None]:
         """
@@ -510,7 +524,9 @@ class SQLiteStore:
             else:
                 self._closing = succeed(None)
             self._closed = True
-            self._closing.addBoth(self._release)
+            self._closing.addBoth(lambda _: DeferredList(list(self._backups))).addBoth(
+                self._release
+            )
         d: Deferred = Deferred()
 
         def done(result: Any) -> Any:
@@ -527,8 +543,3 @@ class SQLiteStore:
             os.close(self._lock_fd)
             self._lock_fd = None
         return None
-
-
-def _check_limit(limit: int) -> None:
-    if type(limit) is not int or limit < 0:
-        raise ValueError(f"limit must be 0 or more, not {limit!r}")
