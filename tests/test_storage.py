@@ -8,6 +8,7 @@ thread, and backups.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 import threading
@@ -386,6 +387,15 @@ class SQLiteTests(TestCase):
             ]
         )
         self.assertEqual(settings, [1, 2500])  # 1 is NORMAL
+
+    def test_v1_is_the_first_release_schema(self):
+        """
+        v1.sql is byte for byte the schema the first release created
+        (chat/schema.sql): the upgrade path starts from what is really on
+        disk. Change the schema with a new vN.sql, never by editing one.
+        """
+        digest = hashlib.sha256(schema_script(1).encode("utf-8")).hexdigest()
+        self.assertEqual(digest, "442ff7dd944b3561923161a57d3c6bd6252472feb014b8bf75e65a5029378179")
 
     @defer.inlineCallbacks
     def test_upgrade_keeps_every_message(self):

@@ -80,6 +80,7 @@ def statements(script: str) -> List[str]:
     """
     The statements of an SQL script, so that each can run inside one
     transaction (C{executescript} would commit first on older Pythons).
+    Each statement must end its last line.
     """
     result, current = [], ""
     for line in script.splitlines(keepends=True):
@@ -87,9 +88,8 @@ def statements(script: str) -> List[str]:
         if sqlite3.complete_statement(current):
             result.append(current.strip())
             current = ""
-    if current.strip() and not all(
-        line.strip().startswith("--") or not line.strip() for line in current.splitlines()
-    ):
+    rest = "".join(line for line in current.splitlines() if not line.lstrip().startswith("--"))
+    if rest.strip():
         raise ValueError(f"incomplete SQL statement: {current.strip()!r}")
     return result
 
