@@ -580,6 +580,23 @@ class SQLiteTests(TestCase):
         self.assertEqual([m.content for m in got], [m.content for b in batches for m in b])
 
     @defer.inlineCallbacks
+    def test_every_batch_size(self):
+        """
+        Appends of every size up to a few hundred messages (written several
+        rows per statement) store each message once, in order, under the
+        ids they fired with.
+        """
+        store = yield self.open()
+        sizes = list(range(1, 20)) + [63, 64, 65, 127, 128, 129, 255, 256, 257, 300]
+        batches = [[msg(f"{n}.{i}") for i in range(n)] for n in sizes]
+        ids = []
+        for batch in batches:
+            ids.append((yield store.append(batch)))
+        got = yield store.recent("lobby", 10000)
+        self.assertEqual([m.content for m in got], [m.content for b in batches for m in b])
+        self.assertEqual([m.id for m in got], [i for each in ids for i in each])
+
+    @defer.inlineCallbacks
     def test_failed_group_stores_nothing(self):
         """
         When a shared transaction fails every append in it fails and none

@@ -68,6 +68,19 @@ PRUNE_STEP = 50000
 
 _COLUMNS = "id, room, timestamp, sender, content"
 
+#: Rows per INSERT statement. Many rows in one statement is one call into
+#: SQLite, so one release of the GIL, where executemany releases and takes
+#: it back for every row: with the reactor thread busy, taking it back can
+#: wait up to a switch interval (5 ms) each time. Powers of two, so that a
+#: few prepared statements serve every batch; 128 rows are 512 parameters,
+#: under the 999 of old SQLite versions.
+_INSERT_ROWS = (128, 64, 32, 16, 8, 4, 2, 1)
+_INSERT = {
+    rows: "INSERT INTO messages (room, timestamp, sender, content) VALUES "
+    + ", ".join(["(?, ?, ?, ?)"] * rows)
+    for rows in _INSERT_ROWS
+}
+
 
 def schema_script(version: int) -> str:
     """
@@ -324,17 +337,24 @@ class SQLiteStore:
     def _write(self, groups: List[Sequence[Message]]) -> List[List[int]]:
         db = self._db
         assert db is not None
-        result = []
+        messages = [m for group in groups for m in group]
         with transaction(db):
-            for messages in groups:
-                db.executemany(
-                    "INSERT INTO messages (room, timestamp, sender, content) VALUES (?, ?, ?, ?)",
-                    [(m.room, m.timestamp, m.sender, m.content) for m in messages],
-                )
-                # AUTOINCREMENT under the write lock: consecutive ids.
-                (last,) = db.execute("SELECT last_insert_rowid()").fetchone()
-                result.append(list(range(last - len(messages) + 1, last + 1)))
-        return result
+            done = 0
+            for rows in _INSERT_ROWS:
+                while len(messages) - done >= rows:
+                    db.execute(
+                        _INSERT[rows],
+                        [
+                            value
+                            for m in messages[done : done + rows]
+                            for value in (m.room, m.timestamp, m.sender, m.content)
+                        ],
+                    )
+                    done += rows
+            # AUTOINCREMENT under the write lock: consecutive ids, in order.
+            (last,) = db.execute("SELECT last_insert_rowid()").fetchone()
+        ids = iter(range(last - len(messages) + 1, last + 1))
+        return [[next(ids) for _ in group] for group in groups]
 
     def _recent(self, room: str, limit: int) -> List[StoredMessage]:
         assert self._db is not None
