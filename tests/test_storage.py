@@ -8,6 +8,7 @@ thread, and backups.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 import threading
@@ -387,6 +388,15 @@ class SQLiteTests(TestCase):
         )
         self.assertEqual(settings, [1, 2500])  # 1 is NORMAL
 
+    def test_v1_is_the_first_release_schema(self):
+        """
+        v1.sql is byte for byte the schema the first release created
+        (chat/schema.sql): the upgrade path starts from what is really on
+        disk. Change the schema with a new vN.sql, never by editing one.
+        """
+        digest = hashlib.sha256(schema_script(1).encode("utf-8")).hexdigest()
+        self.assertEqual(digest, "442ff7dd944b3561923161a57d3c6bd6252472feb014b8bf75e65a5029378179")
+
     @defer.inlineCallbacks
     def test_upgrade_keeps_every_message(self):
         """
@@ -502,6 +512,20 @@ class SQLiteTests(TestCase):
         count = yield defer.maybeDeferred(backup_database, self.path, copy)
         self.assertEqual(count, 2)
 
+    @defer.inlineCallbacks
+    def test_close_waits_for_a_backup(self):
+        """
+        close lets a backup under way finish (and keeps the file's lock
+        until then); the copy is complete.
+        """
+        store = yield SQLiteStore.open(self.path, reactor)
+        yield store.append([msg(f"m{i}") for i in range(5000)])
+        copy = os.path.join(self.directory, "copy.db")
+        backup = store.backup(copy)
+        yield store.close()
+        self.assertTrue(backup.called)
+        self.assertEqual((yield backup), 5000)
+
     def test_missing_directory(self):
         """
         A database in a directory that does not exist is a one-line
@@ -554,6 +578,23 @@ class SQLiteTests(TestCase):
         by_id = {m.id: m.content for m in got}
         self.assertEqual([[by_id[i] for i in each] for each in ids], [contents(b) for b in batches])
         self.assertEqual([m.content for m in got], [m.content for b in batches for m in b])
+
+    @defer.inlineCallbacks
+    def test_every_batch_size(self):
+        """
+        Appends of every size up to a few hundred messages (written several
+        rows per statement) store each message once, in order, under the
+        ids they fired with.
+        """
+        store = yield self.open()
+        sizes = list(range(1, 20)) + [63, 64, 65, 127, 128, 129, 255, 256, 257, 300]
+        batches = [[msg(f"{n}.{i}") for i in range(n)] for n in sizes]
+        ids = []
+        for batch in batches:
+            ids.append((yield store.append(batch)))
+        got = yield store.recent("lobby", 10000)
+        self.assertEqual([m.content for m in got], [m.content for b in batches for m in b])
+        self.assertEqual([m.id for m in got], [i for each in ids for i in each])
 
     @defer.inlineCallbacks
     def test_failed_group_stores_nothing(self):

@@ -117,6 +117,14 @@ def check_messages(messages: Sequence[Message]) -> None:
             raise StoreError(f"not a message of strings: {m!r:.200}")
 
 
+def check_limit(limit: int) -> None:
+    """
+    Raise L{ValueError} unless C{limit} is a whole number, 0 or more.
+    """
+    if type(limit) is not int or limit < 0:
+        raise ValueError(f"limit must be 0 or more, not {limit!r}")
+
+
 def check_retention(keep_days: Optional[float], keep_last: Optional[int]) -> None:
     """
     Raise L{ValueError} for a retention that makes no sense.

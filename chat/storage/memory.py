@@ -17,6 +17,7 @@ from chat.storage.interfaces import (
     Message,
     StoredMessage,
     StoreError,
+    check_limit,
     check_messages,
     check_retention,
     cutoff,
@@ -73,8 +74,7 @@ class MemoryStore:
         return self.before(room, self._last_id + 1, limit)
 
     def before(self, room: str, before_id: int, limit: int) -> Deferred[List[StoredMessage]]:
-        if type(limit) is not int or limit < 0:
-            raise ValueError(f"limit must be 0 or more, not {limit!r}")
+        check_limit(limit)
         closed = self._closed_error()
         if closed is not None:
             return closed

@@ -33,9 +33,9 @@ import os
 import sqlite3
 import threading
 from importlib import resources
-from typing import Any, Callable, Deque, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Iterator, List, Optional, Sequence, Set, Tuple
 
-from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, DeferredList, fail, inlineCallbacks, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
@@ -46,6 +46,7 @@ from chat.storage.interfaces import (
     Message,
     StoredMessage,
     StoreError,
+    check_limit,
     check_messages,
     check_retention,
     cutoff,
@@ -67,6 +68,19 @@ PRUNE_STEP = 50000
 
 _COLUMNS = "id, room, timestamp, sender, content"
 
+#: Rows per INSERT statement. Many rows in one statement is one call into
+#: SQLite, so one release of the GIL, where executemany releases and takes
+#: it back for every row: with the reactor thread busy, taking it back can
+#: wait up to a switch interval (5 ms) each time. Powers of two, so that a
+#: few prepared statements serve every batch; 128 rows are 512 parameters,
+#: under the 999 of old SQLite versions.
+_INSERT_ROWS = (128, 64, 32, 16, 8, 4, 2, 1)
+_INSERT = {
+    rows: "INSERT INTO messages (room, timestamp, sender, content) VALUES "
+    + ", ".join(["(?, ?, ?, ?)"] * rows)
+    for rows in _INSERT_ROWS
+}
+
 
 def schema_script(version: int) -> str:
     """
@@ -79,6 +93,7 @@ def statements(script: str) -> List[str]:
     """
     The statements of an SQL script, so that each can run inside one
     transaction (C{executescript} would commit first on older Pythons).
+    Each statement must end its last line.
     """
     result, current = [], ""
     for line in script.splitlines(keepends=True):
@@ -86,9 +101,8 @@ def statements(script: str) -> List[str]:
         if sqlite3.complete_statement(current):
             result.append(current.strip())
             current = ""
-    if current.strip() and not all(
-        line.strip().startswith("--") or not line.strip() for line in current.splitlines()
-    ):
+    rest = "".join(line for line in current.splitlines() if not line.lstrip().startswith("--"))
+    if rest.strip():
         raise ValueError(f"incomplete SQL statement: {current.strip()!r}")
     return result
 
@@ -229,6 +243,7 @@ class SQLiteStore:
         self._running = False
         self._closed = False
         self._closing: Optional[Deferred] = None
+        self._backups: Set[Deferred] = set()
 
     @classmethod
     def open(
@@ -343,17 +358,24 @@ class SQLiteStore:
     def _write(self, groups: List[Sequence[Message]]) -> List[List[int]]:
         db = self._db
         assert db is not None
-        result = []
+        messages = [m for group in groups for m in group]
         with transaction(db):
-            for messages in groups:
-                db.executemany(
-                    "INSERT INTO messages (room, timestamp, sender, content) VALUES (?, ?, ?, ?)",
-                    [(m.room, m.timestamp, m.sender, m.content) for m in messages],
-                )
-                # AUTOINCREMENT under the write lock: consecutive ids.
-                (last,) = db.execute("SELECT last_insert_rowid()").fetchone()
-                result.append(list(range(last - len(messages) + 1, last + 1)))
-        return result
+            done = 0
+            for rows in _INSERT_ROWS:
+                while len(messages) - done >= rows:
+                    db.execute(
+                        _INSERT[rows],
+                        [
+                            value
+                            for m in messages[done : done + rows]
+                            for value in (m.room, m.timestamp, m.sender, m.content)
+                        ],
+                    )
+                    done += rows
+            # AUTOINCREMENT under the write lock: consecutive ids, in order.
+            (last,) = db.execute("SELECT last_insert_rowid()").fetchone()
+        ids = iter(range(last - len(messages) + 1, last + 1))
+        return [[next(ids) for _ in group] for group in groups]
 
     def _recent(self, room: str, limit: int) -> List[StoredMessage]:
         assert self._db is not None
@@ -455,11 +477,11 @@ class SQLiteStore:
         return self._submit(messages)
 
     def recent(self, room: str, limit: int) -> Deferred[List[StoredMessage]]:
-        _check_limit(limit)
+        check_limit(limit)
         return self._call(self._recent, room, limit)
 
     def before(self, room: str, before_id: int, limit: int) -> Deferred[List[StoredMessage]]:
-        _check_limit(limit)
+        check_limit(limit)
         return self._call(self._before, room, before_id, limit)
 
     def prune(
@@ -517,9 +539,21 @@ class SQLiteStore:
             return fail(StoreError(f"database {self.path!r} is closed"))
         if self.path == ":memory:":
             return self._call(lambda: backup_connection(self._db, path))
-        return deferToThreadPool(
+        d = deferToThreadPool(
             self._reactor, self._reactor.getThreadPool(), backup_database, self.path, path
         )
+        # close() waits for it: closing the lock's descriptor would drop
+        # the POSIX locks SQLite holds on the file for the backup's
+        # connection in this process.
+        finished: Deferred = Deferred()
+        self._backups.add(finished)
+
+        def done(result: Any) -> Any:
+            self._backups.discard(finished)
+            finished.callback(None)
+            return result
+
+        return d.addBoth(done)
 
     def close(self) -> Deferred[None]:
         """
@@ -531,7 +565,9 @@ class SQLiteStore:
             else:
                 self._closing = succeed(None)
             self._closed = True
-            self._closing.addBoth(self._release)
+            self._closing.addBoth(lambda _: DeferredList(list(self._backups))).addBoth(
+                self._release
+            )
         d: Deferred = Deferred()
 
         def done(result: Any) -> Any:
@@ -548,8 +584,3 @@ class SQLiteStore:
             os.close(self._lock_fd)
             self._lock_fd = None
         return None
-
-
-def _check_limit(limit: int) -> None:
-    if type(limit) is not int or limit < 0:
-        raise ValueError(f"limit must be 0 or more, not {limit!r}")
