@@ -266,18 +266,15 @@ class SQLiteStore:
         @param busy_timeout: seconds to wait for a lock held by another
             connection before failing.
         """
-        store = cls(path, reactor, clock, busy_timeout)
         try:
-            store._lock_fd = lock_file(path)
+            store, opened = cls.start(path, reactor, clock, busy_timeout)
         except StoreError:
             return fail()
-        store._pool.start()
-        d = store._call(lambda: setattr(store, "_db", connect(path, busy_timeout)))
 
         def failed(failure: Failure) -> Deferred:
             return store.close().addBoth(lambda _: failure)
 
-        return d.addCallbacks(lambda _: store, failed)
+        return opened.addCallbacks(lambda _: store, failed)
 
     @classmethod
     def start(
@@ -292,7 +289,9 @@ class SQLiteStore:
         fires when the database is open: operations asked meanwhile run
         after the opening, in order. For a server's start-up, before the
         reactor runs: a missing directory or another server's lock raise
-        L{StoreError} here, at once, for a one-line error and an exit.
+        L{StoreError} here, at once, for a one-line error and an exit. If
+        the opening fails, the caller closes the store (which releases the
+        lock and the thread).
         """
         store = cls(path, reactor, clock, busy_timeout)
         store._lock_fd = lock_file(path)
