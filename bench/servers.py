@@ -89,6 +89,9 @@ class Server:
                 # The load is many fast clients from few addresses: flood
                 # control and the connection limits off, as for a benchmark.
                 cmd += ["--flood-rate=0", "--max-connections=0", "--max-connections-per-address=0"]
+            # More options for our server, to compare a feature's cost, e.g.
+            # CHAT_BENCH_ARGS="--metrics tcp:0:interface=127.0.0.1".
+            cmd += os.environ.get("CHAT_BENCH_ARGS", "").split()
             pattern = re.compile(r"Listening on IPv4Address\(.*port=(\d+)\)")
         elif kind == "ircd":
             port = _free_port()

@@ -36,6 +36,7 @@ from chat.core.interfaces import IChatClient
 from chat.core.limits import Limits
 from chat.core.rules import NO_ARGUMENT, SERVER_NAME, USERNAME
 from chat.core.session import Session
+from chat.core.stats import Stats
 from chat.storage import LOBBY, IMessageStore, Message, StoredMessage, StoreError
 from chat.wire import DecodeError, Request, format_timestamp
 
@@ -71,6 +72,7 @@ class ChatService:
         self.history_format = history_format
         self.limits = limits if limits is not None else Limits()
         self.window = Window(history_limit)
+        self.stats = Stats()
         self._users: Dict[str, Session] = {}  # folded name -> session
         self._recipients: Optional[Tuple[IChatClient, ...]] = None
         self._pending: List[Tuple[Session, Message]] = []
@@ -202,19 +204,24 @@ class ChatService:
     def dispatch(self, session: Session, request: Union[Request, DecodeError]) -> None:
         if self._stopping:
             return
+        stats = self.stats
         if isinstance(request, DecodeError):
-            session.error(request.reason)
+            stats.requests["", "malformed"] += 1
+            session.error(request.reason, "malformed")
             if request.fatal:
                 self.log.info("Disconnecting a client: {reason}", reason=request.reason)
                 session.client.disconnect()
             return
         command = COMMANDS.get(request.word)
         if command is None:
-            session.error(f"Unknown request {request.word!r}; send help for the list")
+            stats.requests["", "unknown"] += 1
+            session.error(f"Unknown request {request.word!r}; send help for the list", "unknown")
             return
         if command.login_required and session.username is None:
-            session.error("Not logged in: log in first with login <username>")
+            stats.requests[command.word, "not_logged_in"] += 1
+            session.error("Not logged in: log in first with login <username>", "not_logged_in")
             return
+        stats.requests[command.word, "handled"] += 1
         content = request.content
         if command.argument is None:
             content = None
@@ -253,6 +260,8 @@ class ChatService:
         session.username = name
         self._users[folded] = session
         self._recipients = None
+        self.stats.logins += 1
+        self.stats.history_windows += 1
         self.log.info("{user} logged in", user=name)
         session.info(f"Login successful. Welcome, {name}!")
         window = self.window.event(self.now(), session.client.history_budget, self.history_format)
@@ -261,6 +270,7 @@ class ChatService:
         session.send(window)
 
     def logout(self, session: Session) -> None:
+        self.stats.logouts += 1
         self.log.info("{user} logged out", user=session.username)
         self._remove_user(session)
         session.info("Logged out")
@@ -305,12 +315,13 @@ class ChatService:
             if not messages:
                 session.info("No older messages")
             else:
+                self.stats.history_pages += 1
                 session.history_cursor = messages[0].id
                 session.send(HistoryWindow(messages, self.now(), login=False))
 
         def failed(failure: Failure) -> None:
             self._store_failed(failure, "read older history")
-            session.error("The server could not read older history; try again later")
+            session.error("The server could not read older history; try again later", "store")
 
         d = self.store.before(LOBBY, cursor, count)
         d.addCallbacks(got, failed)
@@ -379,6 +390,7 @@ class ChatService:
             for id, (_, m) in zip(ids, batch)
         ]
         self.window.extend(messages)
+        self.stats.messages_stored += len(messages)
         # One event for every recipient and for the whole batch: the cost
         # per recipient is paid once per batch, not once per message.
         self._broadcast(Broadcast(messages))
@@ -388,7 +400,7 @@ class ChatService:
     def _not_stored(self, failure: Failure, batch: List[Tuple[Session, Message]]) -> None:
         self._store_failed(failure, f"store {len(batch)} messages")
         for session, _ in batch:
-            session.error("The server could not store your message; it was not sent")
+            session.error("The server could not store your message; it was not sent", "store")
         for session in dict.fromkeys(session for session, _ in batch):
             session.resume()
 
@@ -414,6 +426,9 @@ class ChatService:
         recipients = self._recipients
         if recipients is None:
             recipients = self._recipients = tuple(s.client for s in self._users.values())
+        stats = self.stats
+        stats.deliveries += len(event.messages) * len(recipients)
+        stats.bytes_delivered += len(event.data) * len(recipients)
         for client in recipients:
             try:
                 client.send(event)

@@ -51,6 +51,7 @@ class Session:
         )
         self._reading_paused = False
         self._refused = 0
+        self._head_delayed = False  # the first waiting request was counted as delayed
 
     @property
     def backlog(self) -> int:
@@ -78,7 +79,8 @@ class Session:
                 self.service.log.warn(
                     "Disconnecting {user} for flooding", user=self.username or "a client"
                 )
-                self.error("Disconnected for flooding")
+                self.service.stats.dropped["flooding"] += 1
+                self.error("Disconnected for flooding", "flooding")
                 self.connected = False
                 inbox.clear()
                 self.client.disconnect()
@@ -127,11 +129,15 @@ class Session:
                 break
             if bucket is not None and not bucket.take():
                 # Flood control: the rest waits for tokens.
+                if not self._head_delayed:
+                    self._head_delayed = True
+                    self.service.stats.flood_delayed += 1
                 if self._timer is None:
                     self._timer = self.service.clock.callLater(bucket.delay(), self._tick)
                 break
             if joining:
                 self._joined += 1
+            self._head_delayed = False
             self.service.dispatch(self, inbox.pop(0))
         if self._reading_paused and not inbox and self.connected:
             self._reading_paused = False
@@ -149,5 +155,9 @@ class Session:
     def info(self, text: str) -> None:
         self.send(Notice("info", text, self.service.now()))
 
-    def error(self, text: str) -> None:
+    def error(self, text: str, kind: str = "invalid") -> None:
+        """
+        Send an C{error}; C{kind} says what went wrong, for the counters.
+        """
+        self.service.stats.errors[kind] += 1
         self.send(Notice("error", text, self.service.now()))

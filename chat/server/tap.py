@@ -90,6 +90,13 @@ class Options(usage.Options):
             _count,
         ],
         [
+            "metrics",
+            None,
+            None,
+            "Serve Prometheus metrics at /metrics on this endpoint, e.g. "
+            "tcp:9100:interface=127.0.0.1 (default: no metrics).",
+        ],
+        [
             "keep-days",
             None,
             None,
@@ -218,6 +225,11 @@ class Options(usage.Options):
             endpoints.serverFromString(reactor, self["port"])
         except (ValueError, KeyError, TypeError) as e:
             raise usage.UsageError(f"--port: not an endpoint description ({e})") from e
+        if self["metrics"]:
+            try:
+                endpoints.serverFromString(reactor, self["metrics"])
+            except (ValueError, KeyError, TypeError) as e:
+                raise usage.UsageError(f"--metrics: not an endpoint description ({e})") from e
         if self["history-format"] not in ("string", "object"):
             raise usage.UsageError("--history-format must be 'string' or 'object'")
 
@@ -249,8 +261,10 @@ class ChatServerService(service.MultiService):
         history_limit: int = DEFAULT_HISTORY_LIMIT,
         keep_days: Optional[float] = None,
         keep_messages: Optional[int] = None,
+        metrics_endpoint: Optional[IStreamServerEndpoint] = None,
     ) -> None:
         super().__init__()
+        self._metrics_endpoint = metrics_endpoint
         self._keep_days = keep_days
         self._keep_messages = keep_messages
         self._open_store = open_store
@@ -266,9 +280,20 @@ class ChatServerService(service.MultiService):
 
     def startService(self) -> None:
         store, opened = self._open_store()
+        metrics = None
+        if self._metrics_endpoint is not None:
+            from chat.server.metrics import Metrics
+
+            metrics = Metrics()
+            store = metrics.timed(store)
         chat = self.chat = ChatService(
             store, self._reactor, self._history_format, self._limits, self._history_limit
         )
+        if metrics is not None:
+            metrics.watch(chat)
+            web = LoggingServerService(self._metrics_endpoint, metrics.site(), "Metrics served at")
+            web._raiseSynchronously = True
+            web.setServiceParent(self)
         self._loaded = opened.addCallback(lambda _: chat.load())
         self._loaded.addCallback(lambda _: self._start_retention(chat))
         self._loaded.addErrback(self._cannot_start)
@@ -348,13 +373,19 @@ class LoggingServerService(StreamServerEndpointService):
 
     log = Logger()
 
+    def __init__(
+        self, endpoint: IStreamServerEndpoint, factory: Any, what: str = "Listening on"
+    ) -> None:
+        super().__init__(endpoint, factory)
+        self.what = what
+
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
         self._waitingForPort.addCallback(self._listening)
 
     def _listening(self, port):
         if port is not None:
-            self.log.info("Listening on {address}", address=port.getHost())
+            self.log.info("{what} {address}", what=self.what, address=port.getHost())
         return port
 
 
@@ -385,6 +416,9 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         keepalive_interval=options["keepalive-interval"],
         keepalive_count=options["keepalive-count"],
     )
+    metrics_endpoint = None
+    if options["metrics"]:
+        metrics_endpoint = endpoints.serverFromString(reactor, options["metrics"])
     top = service.MultiService()
     server = ChatServerService(
         open_store,
@@ -396,6 +430,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         options["history-limit"],
         options["keep-days"],
         options["keep-messages"],
+        metrics_endpoint,
     )
     server.setServiceParent(top)
     return top

@@ -299,6 +299,7 @@ class ChatServerProtocol(Protocol, TimeoutMixin):
         self._pump()
 
     def _drop_slow_consumer(self) -> None:
+        self.factory.service.stats.dropped["not_reading"] += 1
         _log.warn(
             "Dropping {peer}: it is not reading ({size} bytes waiting, limit {limit})",
             peer=self.transport.getPeer(),
