@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 
@@ -15,6 +16,8 @@ from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.trial.unittest import TestCase
 
+import chat
+import twisted
 from chat import tap
 from tests.support import TWISTD, ServerProcess, SocketClient, child_env
 
@@ -74,6 +77,25 @@ class PluginTests(TestCase):
         self.addCleanup(top.stopService)
         self.assertTrue(os.path.exists(path))
 
+    def test_signal_handlers_while_running(self):
+        """
+        Starting the services installs chat's handlers for SIGHUP, SIGUSR1,
+        SIGUSR2 and SIGQUIT; once stopped, the handlers before are back.
+        """
+        numbers = [signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGQUIT]
+        before = [signal.getsignal(n) for n in numbers]
+        options = tap.Options()
+        options.parseOptions(["--port", "tcp:0:interface=127.0.0.1", "-d", ":memory:"])
+        top = tap.makeService(options)
+        top.startService()
+        for number, handler in zip(numbers, before):
+            self.assertNotEqual(signal.getsignal(number), handler)
+
+        def stopped(_):
+            self.assertEqual([signal.getsignal(n) for n in numbers], before)
+
+        return top.stopService().addCallback(stopped)
+
     def test_twistd_help_lists_chat(self):
         """
         A real twistd process lists the chat plugin and its options.
@@ -85,6 +107,113 @@ class PluginTests(TestCase):
         )
         for option in ("--port", "--database", "--history-format"):
             self.assertIn(option, out.stdout)
+
+    def test_twistd_version(self):
+        """
+        twistd chat --version prints chat's version (and Twisted's), not
+        only Twisted's.
+        """
+        out = subprocess.run(
+            TWISTD + ["chat", "--version"], env=child_env(), capture_output=True, text=True
+        )
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(out.stdout, f"chat {chat.__version__} (Twisted {twisted.__version__})\n")
+
+    def test_help_keeps_endpoints_whole(self):
+        """
+        twistd chat --help never breaks an endpoint example across lines,
+        and documents the new options.
+        """
+        out = subprocess.run(
+            TWISTD + ["chat", "--help"], env=child_env(), capture_output=True, text=True
+        ).stdout
+        for example in (
+            "tcp:9998:interface=127.0.0.1",
+            "ssl:9999:privateKey=key.pem:certKey=cert.pem",
+            "unix:/run/chat/chat.sock:mode=660",
+        ):
+            self.assertIn(example, out)
+        for option in ("--backlog", "--log-format", "--version"):
+            self.assertIn(option, out)
+
+
+class DescriptionTests(TestCase):
+    """
+    The listening endpoint description gets a backlog, and a Unix socket a
+    safe mode, unless the description says otherwise.
+    """
+
+    def parse(self, *args):
+        options = tap.Options()
+        options.parseOptions(list(args))
+        return options
+
+    def test_backlog_added(self):
+        """
+        tcp:, ssl:, tcp6: and unix: descriptions get the backlog.
+        """
+        for description in ("tcp:0", "tcp6:0", "ssl:0:privateKey=k.pem", "unix:/x"):
+            self.assertEqual(
+                tap.parse_description(tap.listen_description(description, 77))[2]["backlog"],
+                "77",
+            )
+
+    def test_description_settings_win(self):
+        """
+        A description's own backlog= and mode= are kept; other endpoint
+        types are left alone.
+        """
+        self.assertEqual(tap.listen_description("tcp:0:backlog=5", 77), "tcp:0:backlog=5")
+        self.assertEqual(
+            tap.listen_description("unix:/x:mode=600:backlog=5", 77),
+            "unix:/x:mode=600:backlog=5",
+        )
+        self.assertEqual(tap.listen_description("unix:/x", 77), "unix:/x:backlog=77:mode=660")
+        self.assertEqual(
+            tap.listen_description("systemd:domain=INET:index=0", 77), "systemd:domain=INET:index=0"
+        )
+
+    def test_parse_description(self):
+        """
+        Colons and equals signs escaped with a backslash are part of a
+        value, and a key ends at the first equals sign, as in Twisted's own
+        parser.
+        """
+        self.assertEqual(
+            tap.parse_description(r"unix:/tmp/a\:backlog\=3:mode=600"),
+            ("unix", ["/tmp/a:backlog=3"], {"mode": "600"}),
+        )
+        self.assertEqual(
+            tap.parse_description(r"tcp:port=80:interface=\:\:1"),
+            ("tcp", [], {"port": "80", "interface": "::1"}),
+        )
+        self.assertEqual(
+            tap.parse_description(r"unix:/tmp/a\:b=3"), ("unix", [], {"/tmp/a:b": "3"})
+        )
+
+    def test_default_backlog(self):
+        """
+        The default backlog is the kernel's somaxconn, or the C library's
+        SOMAXCONN where that cannot be read.
+        """
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "somaxconn")
+        with open(path, "w") as f:
+            f.write("1234\n")
+        self.assertEqual(tap.default_backlog(path), 1234)
+        self.assertEqual(tap.default_backlog(os.path.join(directory, "none")), socket.SOMAXCONN)
+        self.assertEqual(self.parse()["backlog"], tap.default_backlog())
+        self.assertEqual(self.parse("--backlog", "9")["backlog"], 9)
+        self.assertRaises(usage.UsageError, self.parse, "--backlog", "0")
+
+    def test_log_format(self):
+        """
+        --log-format takes text (the default) or json.
+        """
+        self.assertEqual(self.parse()["log-format"], "text")
+        self.assertEqual(self.parse("--log-format", "json")["log-format"], "json")
+        self.assertRaises(usage.UsageError, self.parse, "--log-format", "xml")
 
 
 class RealServerTests(TestCase):
