@@ -9,6 +9,7 @@ server cannot start.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -447,9 +448,9 @@ class OperatorSignals:
     SIGTERM handler does), so nothing runs in the middle of a write.
 
     @param reactor: the reactor to schedule on and to stop.
-    @param log_file: the file twistd logs to, if chat opened it (see
-        L{log_observer}); L{None} for standard output, syslog or a custom
-        observer.
+    @param log_file: what twistd logs to, if chat made the observer (see
+        L{log_observer}): a L{LogFile}, or standard output; L{None} for
+        syslog or twistd's --logger.
     """
 
     log = Logger()
@@ -497,8 +498,10 @@ class OperatorSignals:
                     self.log.error("SIGHUP: cannot reopen the log file: {error}", error=str(e))
                 else:
                     self.log.info("SIGHUP: reopened the log file {path}", path=log_file.path)
-            else:
+            elif log_file is not None:
                 self.log.info("SIGHUP: logging to standard output, nothing to reopen")
+            else:
+                self.log.info("SIGHUP: twistd's --syslog or --logger log, nothing to reopen")
             return
         if name == "SIGUSR1" and isinstance(log_file, LogFile):
             log_file.rotate()
@@ -529,12 +532,9 @@ class LoggingServerService(StreamServerEndpointService):
         try:
             super().privilegedStartService()
         except error.CannotListenError as e:
-            reason = e.socketError
-            text = getattr(reason, "strerror", None) or str(reason)
-            self.log.error(
-                "Cannot listen on {where}: {reason}", where=self._description, reason=text
-            )
-            fail(_listen_error(self._description, text), self._daemonized)
+            line = _listen_error(self._description, e.socketError)
+            self.log.error("Cannot start: {error}", error=line)
+            fail(line, self._daemonized)
         self._waitingForPort.addCallback(self._listening)
 
     def _listening(self, port):
@@ -552,17 +552,21 @@ class LoggingServerService(StreamServerEndpointService):
         return port
 
 
-def _listen_error(description: str, reason: str) -> str:
+def _listen_error(description: str, reason: Any) -> str:
     """
     The line for a port that cannot be listened on.
+
+    @param reason: an L{OSError}, or a text.
     """
-    if "in use" in reason:
+    code = getattr(reason, "errno", None)
+    if code == errno.EADDRINUSE:
         advice = "is another server running? Stop it or choose another --port"
-    elif "ermission" in reason:
+    elif code in (errno.EACCES, errno.EPERM):
         advice = "ports below 1024 need privileges; choose another --port"
     else:
         advice = "choose another --port"
-    return f"cannot listen on {description}: {reason} ({advice})"
+    text = getattr(reason, "strerror", None) or str(reason)
+    return f"cannot listen on {description}: {text} ({advice})"
 
 
 def preflight(options: Options, base: str = ".") -> None:
@@ -575,7 +579,11 @@ def preflight(options: Options, base: str = ".") -> None:
     @param base: the directory relative paths are in once twistd runs
         (its --rundir).
     """
-    path = options["database"]
+    _preflight_database(options["database"], base)
+    _preflight_port(options["port"], base)
+
+
+def _preflight_database(path: str, base: str) -> None:
     if path != ":memory:":
         path = os.path.join(base, path)
         directory = os.path.dirname(os.path.abspath(path))
@@ -586,7 +594,9 @@ def preflight(options: Options, base: str = ".") -> None:
             )
         if not os.access(path if os.path.exists(path) else directory, os.R_OK | os.W_OK):
             fail(f"cannot open database {path}: permission denied (choose another --database)")
-    description = options["port"]
+
+
+def _preflight_port(description: str, base: str) -> None:
     kind, args, kwargs = parse_description(description)
     if kind in ("tcp", "tcp6", "ssl"):
         try:
@@ -608,7 +618,7 @@ def preflight(options: Options, base: str = ".") -> None:
                 else:
                     probe.bind((interface, port))
             except OSError as e:
-                fail(_listen_error(description, e.strerror or str(e)))
+                fail(_listen_error(description, e))
     elif kind == "unix" and (args or kwargs.get("address")):
         where = os.path.join(base, kwargs.get("address") or args[0])
         if not os.path.isdir(os.path.dirname(os.path.abspath(where))):
@@ -618,7 +628,7 @@ def preflight(options: Options, base: str = ".") -> None:
                 probe.connect(where)
             except OSError:
                 return  # nobody listens there: a stale socket is replaced
-        fail(_listen_error(description, "address already in use"))
+        fail(_listen_error(description, OSError(errno.EADDRINUSE, "Address already in use")))
 
 
 def log_observer(log_format: str, twistd: Optional[usage.Options]) -> Tuple[Any, Any]:
@@ -642,7 +652,11 @@ def log_observer(log_format: str, twistd: Optional[usage.Options]) -> Tuple[Any,
     if name == "-" or (foreground and not name):
         out = sys.stdout
     else:
-        out = LogFile.fromFullPath(name or "twistd.log")
+        name = name or "twistd.log"
+        try:
+            out = LogFile.fromFullPath(name)
+        except OSError as e:
+            fail(f"cannot open the log file {name}: {e.strerror or e} (check --logfile)")
     if log_format == "json":
         json_observer = jsonFileLogObserver(out, recordSeparator="")
 

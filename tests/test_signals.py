@@ -123,3 +123,29 @@ class SignalTests(TestCase):
         _, history = carol.login("carol")
         stored = [json.loads(i)["content"] for i in history["content"]]
         self.assertEqual(stored[: len(shown)], shown)
+
+    def test_signals_during_shutdown(self):
+        """
+        While a graceful shutdown still sends a legacy client what it was
+        due (paced, about 2 s for 200 messages), SIGHUP does not kill the
+        process: the client gets every message and the notice.
+        """
+        server = ServerProcess(self.directory, "-d", self.database, "--flood-rate=0").start()
+        self.addCleanup(server.kill)
+        alice = SocketClient(server.port)
+        self.addCleanup(alice.close)
+        alice.login("alice")
+        watcher = SocketClient(server.port, newline=False)
+        self.addCleanup(watcher.close)
+        watcher.login("watcher")
+        for i in range(200):
+            alice.send("msg", f"m{i}")
+        alice.read(200)
+        server.process.send_signal(signal.SIGQUIT)
+        server.wait_for_log(r"Received SIGQUIT")
+        server.process.send_signal(signal.SIGHUP)
+        rest = watcher.read_until_closed()
+        self.assertEqual([m["content"] for m in rest[:-1]], [f"m{i}" for i in range(200)])
+        self.assertIn("going away", rest[-1]["content"])
+        self.assertEqual(server.process.wait(), 0)
+        self.assertIn("SIGHUP: logging to standard output", server.log())

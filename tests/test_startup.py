@@ -115,6 +115,15 @@ class StartupErrorTests(TestCase):
             result = self.twistd("-p", "tcp:0:interface=127.0.0.1", "-d", path, daemon=daemon)
             self.assert_one_line(result, path, "--database")
 
+    def test_database_cannot_be_opened(self):
+        """
+        A database the pre-flight check cannot judge (here a directory)
+        fails when the store opens it: one line that names it, in the
+        foreground. (As a daemon, twistd itself reports this one.)
+        """
+        result = self.twistd("-p", "tcp:0:interface=127.0.0.1", "-d", self.directory)
+        self.assert_one_line(result, self.directory, "--database")
+
     def test_tls_without_pyopenssl(self):
         """
         An ssl: port where pyOpenSSL cannot be imported: one line naming

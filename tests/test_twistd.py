@@ -3,18 +3,25 @@ Tests of the twistd path: the plugin, the options, and a real C{twistd -n
 chat} process driven over real loopback sockets, restarted and killed.
 """
 
+import errno
+import io
 import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 
 from twisted.application.service import IServiceMaker, MultiService
+from twisted.internet import defer, error
+from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.protocol import Factory
 from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.trial.unittest import TestCase
+from zope.interface import implementer
 
 import chat
 import twisted
@@ -214,6 +221,53 @@ class DescriptionTests(TestCase):
         self.assertEqual(self.parse()["log-format"], "text")
         self.assertEqual(self.parse("--log-format", "json")["log-format"], "json")
         self.assertRaises(usage.UsageError, self.parse, "--log-format", "xml")
+
+
+class ListenFailureTests(TestCase):
+    """
+    A port taken between the pre-flight check and the real listen.
+    """
+
+    def service(self, daemonized):
+        reason = OSError(errno.EADDRINUSE, "Address already in use")
+        endpoint = FailingEndpoint(error.CannotListenError("127.0.0.1", 9998, reason))
+        return tap.LoggingServerService(endpoint, Factory(), "tcp:9998", daemonized)
+
+    def test_foreground(self):
+        """
+        In the foreground: one line on the real standard error (twistd has
+        sent sys.stderr to the log by then) and exit status 1.
+        """
+        err = io.StringIO()
+        self.patch(sys, "__stderr__", err)
+        exit = self.assertRaises(SystemExit, self.service(False).privilegedStartService)
+        self.assertEqual(exit.code, 1)
+        self.assertEqual(
+            err.getvalue(),
+            "chat: cannot listen on tcp:9998: Address already in use "
+            "(is another server running? Stop it or choose another --port)\n",
+        )
+
+    def test_daemon(self):
+        """
+        In a daemon's child (no terminal): an error for twistd to report
+        to the waiting parent.
+        """
+        failure = self.assertRaises(tap.StartupError, self.service(True).privilegedStartService)
+        self.assertIn("chat: cannot listen on tcp:9998", str(failure))
+
+
+@implementer(IStreamServerEndpoint)
+class FailingEndpoint:
+    """
+    An endpoint that cannot listen.
+    """
+
+    def __init__(self, reason):
+        self.reason = reason
+
+    def listen(self, factory):
+        return defer.fail(self.reason)
 
 
 class RealServerTests(TestCase):
