@@ -112,22 +112,14 @@ class ServerProcess:
             # twistd has not created its --logfile yet, or it was moved.
             return ""
 
-    def wait_for_log(self, pattern: str, path: Optional[str] = None) -> "re.Match[str]":
+    def wait_for_log(self, pattern: str) -> "re.Match[str]":
         """
-        Wait until the log (or the file C{path}) matches the regular
-        expression C{pattern}; return the match.
+        Wait until the log matches the regular expression C{pattern};
+        return the match.
         """
         deadline = time.monotonic() + PATIENCE
         while time.monotonic() < deadline:
-            if path is None:
-                text = self.log()
-            else:
-                try:
-                    with open(path, encoding="utf-8", errors="replace") as f:
-                        text = f.read()
-                except FileNotFoundError:
-                    text = ""
-            match = re.search(pattern, text)
+            match = re.search(pattern, self.log())
             if match:
                 return match
             time.sleep(0.02)
