@@ -58,23 +58,32 @@ class ServerProcess:
 
     @param directory: the working directory (where the log file goes).
     @param args: extra options for C{twistd chat}.
+    @param logfile: a log file for twistd's C{--logfile}; then L{log} reads
+        it, and standard output and error go to L{output_path}.
     """
 
-    def __init__(self, directory: str, *args: str) -> None:
+    def __init__(self, directory: str, *args: str, logfile: Optional[str] = None) -> None:
         self.directory = directory
         self.args = args
-        self.log_path = os.path.join(directory, f"twistd-{time.monotonic_ns()}.log")
+        self.output_path = os.path.join(directory, f"twistd-{time.monotonic_ns()}.log")
+        self.log_path = logfile or self.output_path
+        self.logfile = logfile
         self.process: Optional[subprocess.Popen] = None
         self.port: Optional[int] = None
 
     def start(self) -> "ServerProcess":
+        """
+        Start the server and wait until it listens; L{port} is its TCP port
+        (None on a Unix socket).
+        """
         command = [
             *TWISTD,
+            *([f"--logfile={self.logfile}"] if self.logfile else []),
             "chat",
             "--port=tcp:0:interface=127.0.0.1",
             *self.args,
         ]
-        with open(self.log_path, "wb") as log:
+        with open(self.output_path, "wb") as log:
             self.process = subprocess.Popen(
                 command,
                 cwd=self.directory,
@@ -86,8 +95,8 @@ class ServerProcess:
         deadline = time.monotonic() + PATIENCE
         while time.monotonic() < deadline:
             match = LISTENING.search(self.log())
-            if match and match.group(1):
-                self.port = int(match.group(1))
+            if match:
+                self.port = int(match.group(1)) if match.group(1) else None
                 return self
             if self.process.poll() is not None:
                 break
@@ -96,8 +105,25 @@ class ServerProcess:
         raise AssertionError(f"server did not start:\n{self.log()}")
 
     def log(self) -> str:
-        with open(self.log_path, encoding="utf-8", errors="replace") as f:
-            return f.read()
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            # twistd has not created its --logfile yet, or it was moved.
+            return ""
+
+    def wait_for_log(self, pattern: str) -> "re.Match[str]":
+        """
+        Wait until the log matches the regular expression C{pattern};
+        return the match.
+        """
+        deadline = time.monotonic() + PATIENCE
+        while time.monotonic() < deadline:
+            match = re.search(pattern, self.log())
+            if match:
+                return match
+            time.sleep(0.02)
+        raise AssertionError(f"no {pattern!r} in the log within {PATIENCE} s:\n{self.log()}")
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         """

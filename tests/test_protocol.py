@@ -252,13 +252,13 @@ class ConnectionTests(ProtocolTestsMixin, TestCase):
         """
         protocol, transport = self.connect()
         for data in (
-            b"{nope}",
             b"[1,2]",
             b'"str"',
             b'{"content":1}',
             b'{"request":7}',
             request("fly"),
             b"\xff\xfe{}",
+            b"{nope}",
         ):
             protocol.dataReceived(data + b"\n")
         self.run_clock()

@@ -554,7 +554,7 @@ class HistoryTests(ServiceTestsMixin, TestCase):
             pages.append(reply)
         self.assertEqual(pages[:3], [["5", "6"], ["2", "3", "4"], ["0", "1"]])
         self.assertEqual(pages[3]["content"], "No older messages")
-        for bad in ("abc", "0", "-3", ["5"]):
+        for bad in ("abc", "0", "-3", ["5"], "\u00b2", "\u0663", "1" * 40):
             self.send(bob, "history", bad)
             self.assertEqual(b.take()[0]["response"], "error", bad)
 

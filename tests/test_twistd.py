@@ -3,21 +3,32 @@ Tests of the twistd path: the plugin, the options, and a real C{twistd -n
 chat} process driven over real loopback sockets, restarted and killed.
 """
 
+import errno
+import io
 import json
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
+import sys
 import tempfile
 import time
 
 from twisted.application.service import IServiceMaker, MultiService
+from twisted.internet import defer, error
+from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.protocol import Factory
 from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.trial.unittest import TestCase
+from zope.interface import implementer
 
-from chat.server import tap
+import chat
+import twisted
+from chat.server import options as opts
+from chat.server import startup, tap
 from tests.support import PATIENCE, TWISTD, ServerProcess, SocketClient, child_env
 
 
@@ -25,18 +36,18 @@ class PluginTests(TestCase):
     def test_plugin_found(self):
         """
         Twisted's plugin system finds a service maker with the chat tapname
-        that points at chat.tap.
+        that points at chat.server.tap.
         """
         makers = {m.tapname: m for m in getPlugins(IServiceMaker)}
         self.assertIn("chat", makers)
-        self.assertIs(makers["chat"].options, tap.Options)
+        self.assertIs(makers["chat"].options, opts.Options)
 
     def test_defaults(self):
         """
         With no options the server listens on tcp:9998 and keeps history in
         chat.sqlite3.
         """
-        options = tap.Options()
+        options = opts.Options()
         options.parseOptions([])
         self.assertEqual(options["port"], "tcp:9998")
         self.assertEqual(options["database"], "chat.sqlite3")
@@ -47,7 +58,7 @@ class PluginTests(TestCase):
         Options are parsed, a bare port number means TCP, and bad values are
         usage errors.
         """
-        options = tap.Options()
+        options = opts.Options()
         options.parseOptions(["--port", "1234", "-d", ":memory:", "--history-format", "object"])
         self.assertEqual(options["port"], "tcp:1234")
         self.assertEqual(options["database"], ":memory:")
@@ -57,14 +68,14 @@ class PluginTests(TestCase):
             ["--max-message-length", "0"],
             ["--max-message-length", "ten"],
         ):
-            self.assertRaises(usage.UsageError, tap.Options().parseOptions, bad)
+            self.assertRaises(usage.UsageError, opts.Options().parseOptions, bad)
 
     def test_make_service(self):
         """
         makeService composes the chat server; starting it opens the database
         and listens with a factory built with the chat core.
         """
-        options = tap.Options()
+        options = opts.Options()
         directory = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, directory)
         path = os.path.join(directory, "chat.sqlite3")
@@ -78,6 +89,25 @@ class PluginTests(TestCase):
         [listener] = list(server)
         self.assertIs(listener.factory.service, server.chat)
 
+    def test_signal_handlers_while_running(self):
+        """
+        Starting the services installs chat's handlers for SIGHUP, SIGUSR1,
+        SIGUSR2 and SIGQUIT; once stopped, the handlers before are back.
+        """
+        numbers = [signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGQUIT]
+        before = [signal.getsignal(n) for n in numbers]
+        options = opts.Options()
+        options.parseOptions(["--port", "tcp:0:interface=127.0.0.1", "-d", ":memory:"])
+        top = tap.makeService(options)
+        top.startService()
+        for number, handler in zip(numbers, before):
+            self.assertNotEqual(signal.getsignal(number), handler)
+
+        def stopped(_):
+            self.assertEqual([signal.getsignal(n) for n in numbers], before)
+
+        return top.stopService().addCallback(stopped)
+
     def test_twistd_help_lists_chat(self):
         """
         A real twistd process lists the chat plugin and its options.
@@ -89,6 +119,161 @@ class PluginTests(TestCase):
         )
         for option in ("--port", "--database", "--history-format"):
             self.assertIn(option, out.stdout)
+
+    def test_twistd_version(self):
+        """
+        twistd chat --version prints chat's version (and Twisted's), not
+        only Twisted's.
+        """
+        out = subprocess.run(
+            TWISTD + ["chat", "--version"], env=child_env(), capture_output=True, text=True
+        )
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(out.stdout, f"chat {chat.__version__} (Twisted {twisted.__version__})\n")
+
+    def test_help_keeps_endpoints_whole(self):
+        """
+        twistd chat --help never breaks an endpoint example across lines,
+        and documents the new options.
+        """
+        out = subprocess.run(
+            TWISTD + ["chat", "--help"], env=child_env(), capture_output=True, text=True
+        ).stdout
+        for example in (
+            "tcp:9998:interface=127.0.0.1",
+            "ssl:9999:privateKey=key.pem:certKey=cert.pem",
+            "unix:/run/chat/chat.sock:mode=660",
+        ):
+            self.assertIn(example, out)
+        for option in ("--backlog", "--log-format", "--version"):
+            self.assertIn(option, out)
+
+
+class DescriptionTests(TestCase):
+    """
+    The listening endpoint description gets a backlog, and a Unix socket a
+    safe mode, unless the description says otherwise.
+    """
+
+    def parse(self, *args):
+        options = opts.Options()
+        options.parseOptions(list(args))
+        return options
+
+    def test_backlog_added(self):
+        """
+        tcp:, ssl:, tcp6: and unix: descriptions get the backlog.
+        """
+        for description in ("tcp:0", "tcp6:0", "ssl:0:privateKey=k.pem", "unix:/x"):
+            self.assertEqual(
+                opts.parse_description(opts.listen_description(description, 77))[2]["backlog"],
+                "77",
+            )
+
+    def test_description_settings_win(self):
+        """
+        A description's own backlog= and mode= are kept; other endpoint
+        types are left alone.
+        """
+        self.assertEqual(opts.listen_description("tcp:0:backlog=5", 77), "tcp:0:backlog=5")
+        self.assertEqual(
+            opts.listen_description("unix:/x:mode=600:backlog=5", 77),
+            "unix:/x:mode=600:backlog=5",
+        )
+        self.assertEqual(opts.listen_description("unix:/x", 77), "unix:/x:backlog=77:mode=660")
+        self.assertEqual(
+            opts.listen_description("systemd:domain=INET:index=0", 77),
+            "systemd:domain=INET:index=0",
+        )
+
+    def test_parse_description(self):
+        """
+        Colons and equals signs escaped with a backslash are part of a
+        value, and a key ends at the first equals sign, as in Twisted's own
+        parser.
+        """
+        self.assertEqual(
+            opts.parse_description(r"unix:/tmp/a\:backlog\=3:mode=600"),
+            ("unix", ["/tmp/a:backlog=3"], {"mode": "600"}),
+        )
+        self.assertEqual(
+            opts.parse_description(r"tcp:port=80:interface=\:\:1"),
+            ("tcp", [], {"port": "80", "interface": "::1"}),
+        )
+        self.assertEqual(
+            opts.parse_description(r"unix:/tmp/a\:b=3"), ("unix", [], {"/tmp/a:b": "3"})
+        )
+
+    def test_default_backlog(self):
+        """
+        The default backlog is the kernel's somaxconn, or the C library's
+        SOMAXCONN where that cannot be read.
+        """
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "somaxconn")
+        with open(path, "w") as f:
+            f.write("1234\n")
+        self.assertEqual(opts.default_backlog(path), 1234)
+        self.assertEqual(opts.default_backlog(os.path.join(directory, "none")), socket.SOMAXCONN)
+        self.assertEqual(self.parse()["backlog"], opts.default_backlog())
+        self.assertEqual(self.parse("--backlog", "9")["backlog"], 9)
+        self.assertRaises(usage.UsageError, self.parse, "--backlog", "0")
+
+    def test_log_format(self):
+        """
+        --log-format takes text (the default) or json.
+        """
+        self.assertEqual(self.parse()["log-format"], "text")
+        self.assertEqual(self.parse("--log-format", "json")["log-format"], "json")
+        self.assertRaises(usage.UsageError, self.parse, "--log-format", "xml")
+
+
+class ListenFailureTests(TestCase):
+    """
+    A port taken between the pre-flight check and the real listen.
+    """
+
+    def service(self, daemonized):
+        reason = OSError(errno.EADDRINUSE, "Address already in use")
+        endpoint = FailingEndpoint(error.CannotListenError("127.0.0.1", 9998, reason))
+        return tap.LoggingServerService(endpoint, Factory(), "tcp:9998", daemonized)
+
+    def test_foreground(self):
+        """
+        In the foreground: one line on the real standard error (twistd has
+        sent sys.stderr to the log by then) and exit status 1.
+        """
+        err = io.StringIO()
+        self.patch(sys, "__stderr__", err)
+        exit = self.assertRaises(SystemExit, self.service(False).privilegedStartService)
+        self.assertEqual(exit.code, 1)
+        self.assertEqual(
+            err.getvalue(),
+            "chat: cannot listen on tcp:9998: Address already in use "
+            "(is another server running? Stop it or choose another --port)\n",
+        )
+
+    def test_daemon(self):
+        """
+        In a daemon's child (no terminal): an error for twistd to report
+        to the waiting parent.
+        """
+        failure = self.assertRaises(startup.StartupError, self.service(True).privilegedStartService)
+        self.assertIn("chat: cannot listen on tcp:9998", str(failure))
+
+
+@implementer(IStreamServerEndpoint)
+class FailingEndpoint:
+    """
+    An endpoint that cannot listen.
+    """
+
+    def __init__(self, reason):
+        self.reason = reason
+
+    def listen(self, factory):
+        return defer.fail(self.reason)
 
 
 class RealServerTests(TestCase):

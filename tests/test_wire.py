@@ -235,6 +235,15 @@ class StreamDecoderTests(TestCase):
         self.assertIn("control character", out[0].reason)
         self.assertEqual(out[1], {"request": "help"})
 
+    def test_line_break_in_string_one_error(self):
+        """
+        A request whose string a raw line break cuts in two gets one error,
+        not one for each piece of its rest.
+        """
+        out = StreamDecoder().feed(b'{"request":"msg","content":"line one\nline two"}\n')
+        self.assertEqual(len(out), 1)
+        self.assertIsInstance(out[0], DecodeError)
+
     def test_rest_of_broken_line_skipped(self):
         """
         After the character that breaks a value, the rest of its line is

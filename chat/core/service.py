@@ -22,6 +22,7 @@ its responses in the order it asked.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from twisted.internet.defer import Deferred
@@ -42,6 +43,9 @@ from chat.wire import DecodeError, Request, format_timestamp
 
 #: The most messages one C{history} request pages back at once.
 MAX_PAGE = 500
+
+# A count of messages: ASCII digits only (str.isdigit() also takes "²").
+_COUNT = re.compile(r"0*[1-9][0-9]{0,8}")
 
 
 class ChatService:
@@ -292,7 +296,7 @@ class ChatService:
             count = min(self.window.limit, MAX_PAGE) or MAX_PAGE
         elif isinstance(content, int) and not isinstance(content, bool) and content > 0:
             count = min(content, MAX_PAGE)
-        elif isinstance(content, str) and content.strip().isdigit() and int(content) > 0:
+        elif isinstance(content, str) and _COUNT.fullmatch(content.strip()):
             count = min(int(content), MAX_PAGE)
         else:
             session.error(f"history takes a number of messages, 1 to {MAX_PAGE}: history 50")

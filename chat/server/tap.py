@@ -1,237 +1,37 @@
 """
-twistd wiring for the chat server: C{twistd -n chat [options]}.
+twistd wiring for the chat server: C{twistd -n chat [options]}. The
+options are in L{chat.server.options}; this composes the services: the
+store, the chat core on it, its TCP listener, metrics and retention, the
+log observer and the operator's signals (L{chat.server.signals}).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Tuple
+import os
+from typing import Any, Callable, Optional
 
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
-from twisted.internet import endpoints
+from twisted.internet import endpoints, error
+from twisted.internet.address import UNIXAddress
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IStreamServerEndpoint
-from twisted.logger import Logger
-from twisted.python import usage
+from twisted.logger import ILogObserver, Logger
+from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
 from chat.core.history import DEFAULT_HISTORY_LIMIT
 from chat.core.limits import Limits
 from chat.core.service import ChatService
-from chat.storage import IMessageStore, MemoryStore, SQLiteStore
+from chat.server.logs import log_observer
+from chat.server.options import Options, listen_description
+from chat.server.signals import OperatorSignals
+from chat.server.startup import fail, listen_error, preflight
+from chat.storage import IMessageStore, MemoryStore, SQLiteStore, StoreError
 from chat.storage.retention import RetentionService
 from chat.transports.tcp import ChatServerFactory, ConnectionLimits
 
-DEFAULT_PORT = "tcp:9998"
-DEFAULT_DATABASE = "chat.sqlite3"
-
-
-def _positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise ValueError(f"{value} is not a positive number")
-    return number
-
-
-def _count(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise ValueError(f"{value} is negative")
-    return number
-
-
-def _seconds(value: str) -> float:
-    number = float(value)
-    if not number >= 0:
-        raise ValueError(f"{value} is not a number of seconds")
-    return number
-
-
-def _days(value: str) -> float:
-    number = float(value)
-    if not number > 0:
-        raise ValueError(f"{value} is not a positive number of days")
-    return number
-
-
-_CONNECTION = ConnectionLimits()
-
-
-class Options(usage.Options):
-    synopsis = "[options]"
-    longdesc = (
-        "Run a chat server for the TTM4100 KTN JSON protocol. History is kept "
-        f"in an SQLite file ({DEFAULT_DATABASE} in the working directory unless "
-        "--database says otherwise) and survives restarts."
-    )
-    optParameters = [
-        [
-            "port",
-            "p",
-            DEFAULT_PORT,
-            "Where to listen: a Twisted endpoint description such as "
-            "tcp:9998, tcp:9998:interface=127.0.0.1, "
-            "ssl:9999:privateKey=key.pem:certKey=cert.pem or unix:/tmp/chat.sock. "
-            "A bare number means tcp:NUMBER.",
-        ],
-        [
-            "database",
-            "d",
-            DEFAULT_DATABASE,
-            "SQLite file that keeps the history; ':memory:' keeps nothing.",
-        ],
-        [
-            "history-limit",
-            None,
-            DEFAULT_HISTORY_LIMIT,
-            "How many of the latest messages a login gets (older ones are paged "
-            "with the history request; a bare-JSON client gets the newest part "
-            "it can read in about a second).",
-            _count,
-        ],
-        [
-            "metrics",
-            None,
-            None,
-            "Serve Prometheus metrics at /metrics on this endpoint, e.g. "
-            "tcp:9100:interface=127.0.0.1 (default: no metrics).",
-        ],
-        [
-            "keep-days",
-            None,
-            None,
-            "Remove messages older than this many days (checked at start-up and "
-            "hourly, while serving). Default: keep them all.",
-            _days,
-        ],
-        [
-            "keep-messages",
-            None,
-            None,
-            "Keep only the latest this many messages (of each room), removing "
-            "older ones at start-up and hourly. Default: keep them all.",
-            _count,
-        ],
-        [
-            "history-format",
-            None,
-            "string",
-            "How history items are sent: 'string' (each a JSON-encoded message "
-            "response, what most clients expect) or 'object'.",
-        ],
-        [
-            "max-message-length",
-            None,
-            Limits.max_message_length,
-            "Longest message accepted, in characters.",
-            _positive,
-        ],
-        [
-            "max-username-length",
-            None,
-            Limits.max_username_length,
-            "Longest username accepted, in characters.",
-            _positive,
-        ],
-        [
-            "max-request-size",
-            None,
-            _CONNECTION.max_request_size,
-            "Largest request accepted, in bytes; a larger one gets an error and "
-            "the connection is closed.",
-            _positive,
-        ],
-        [
-            "max-connections",
-            None,
-            _CONNECTION.max_connections,
-            "Most connections open at once (0: no limit); more are refused with an error.",
-            _count,
-        ],
-        [
-            "max-connections-per-address",
-            None,
-            _CONNECTION.max_connections_per_address,
-            "Most connections open at once from one IP address (0: no limit).",
-            _count,
-        ],
-        [
-            "login-timeout",
-            None,
-            _CONNECTION.login_timeout,
-            "Seconds a connection may stay open without logging in (0: forever).",
-            _seconds,
-        ],
-        [
-            "max-send-queue",
-            None,
-            _CONNECTION.max_send_queue,
-            "Bytes that may wait for a client that does not read (besides the "
-            "history sent at login); past it the client is disconnected.",
-            _positive,
-        ],
-        [
-            "flood-rate",
-            None,
-            10.0,
-            "Requests per second one client may make in the long run; faster "
-            "requests wait their turn (0: no flood control).",
-            _seconds,
-        ],
-        [
-            "flood-burst",
-            None,
-            Limits.flood_burst,
-            "Requests one client may make at once before --flood-rate applies.",
-            _positive,
-        ],
-        [
-            "max-waiting",
-            None,
-            Limits.max_waiting,
-            "Requests that may wait for one client; past it requests get an "
-            "error, and a client that goes on is disconnected.",
-            _positive,
-        ],
-        [
-            "keepalive-idle",
-            None,
-            _CONNECTION.keepalive_idle,
-            "Seconds of silence before TCP keepalive probes a client (0: no keepalive).",
-            _count,
-        ],
-        [
-            "keepalive-interval",
-            None,
-            _CONNECTION.keepalive_interval,
-            "Seconds between TCP keepalive probes.",
-            _positive,
-        ],
-        [
-            "keepalive-count",
-            None,
-            _CONNECTION.keepalive_count,
-            "Unanswered keepalive probes after which a client is dropped.",
-            _positive,
-        ],
-    ]
-
-    def postOptions(self) -> None:
-        if self["port"].isdigit():
-            self["port"] = f"tcp:{self['port']}"
-        from twisted.internet import reactor
-
-        try:
-            endpoints.serverFromString(reactor, self["port"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise usage.UsageError(f"--port: not an endpoint description ({e})") from e
-        if self["metrics"]:
-            try:
-                endpoints.serverFromString(reactor, self["metrics"])
-            except (ValueError, KeyError, TypeError) as e:
-                raise usage.UsageError(f"--metrics: not an endpoint description ({e})") from e
-        if self["history-format"] not in ("string", "object"):
-            raise usage.UsageError("--history-format must be 'string' or 'object'")
+__all__ = ["Options", "makeService"]
 
 
 class ChatServerService(service.MultiService):
@@ -242,17 +42,20 @@ class ChatServerService(service.MultiService):
     listening, tells the clients, stores what is pending and closes the
     store.
 
-    @param open_store: called when the service starts, returns the store
-        (usable at once) and a Deferred that fires when it is open; raises
-        L{StoreError} if it cannot be had.
-    @param endpoint: where to listen.
+    @param open_store: called when the service starts (before the reactor
+        runs), returns the open store or raises L{StoreError}.
+    @param endpoint: where to listen (C{description} is what the operator
+        gave, for messages).
+    @param signals: installed while the service runs.
+    @param daemonized: true when start-up runs in a daemon's child (see
+        L{fail}).
     """
 
     log = Logger()
 
     def __init__(
         self,
-        open_store: Callable[[], Tuple[IMessageStore, Deferred]],
+        open_store: Callable[[], IMessageStore],
         endpoint: IStreamServerEndpoint,
         reactor: Any,
         history_format: str,
@@ -262,8 +65,15 @@ class ChatServerService(service.MultiService):
         keep_days: Optional[float] = None,
         keep_messages: Optional[int] = None,
         metrics_endpoint: Optional[IStreamServerEndpoint] = None,
+        description: str = "",
+        signals: Optional[OperatorSignals] = None,
+        daemonized: bool = False,
     ) -> None:
         super().__init__()
+        self._description = description
+        self._signals = signals
+        self._daemonized = daemonized
+        self._started_at = 0.0
         self._metrics_endpoint = metrics_endpoint
         self._keep_days = keep_days
         self._keep_messages = keep_messages
@@ -279,7 +89,11 @@ class ChatServerService(service.MultiService):
         self._loaded: Deferred = succeed(None)
 
     def startService(self) -> None:
-        store, opened = self._open_store()
+        try:
+            store = self._open_store()
+        except (StoreError, OSError) as e:
+            self.log.error("Cannot start: {error}", error=str(e))
+            fail(f"{e}; check --database", self._daemonized)
         metrics = None
         if self._metrics_endpoint is not None:
             from chat.server.metrics import Metrics
@@ -291,19 +105,37 @@ class ChatServerService(service.MultiService):
         )
         if metrics is not None:
             metrics.watch(chat)
-            web = LoggingServerService(self._metrics_endpoint, metrics.site(), "Metrics served at")
-            web._raiseSynchronously = True
+            web = LoggingServerService(
+                self._metrics_endpoint, metrics.site(), "--metrics", self._daemonized,
+                "Metrics served at",
+            )  # fmt: skip
             web.setServiceParent(self)
-        self._loaded = opened.addCallback(lambda _: chat.load())
+        self._loaded = chat.load()
         self._loaded.addCallback(lambda _: self._start_retention(chat))
         self._loaded.addErrback(self._cannot_start)
         self.factory = ChatServerFactory(chat, self._reactor, self._connection_limits)
-        listener = LoggingServerService(self._endpoint, self.factory)
-        # As strports.service does: a port that cannot be had fails twistd at
-        # start-up instead of being only logged.
-        listener._raiseSynchronously = True
+        listener = LoggingServerService(
+            self._endpoint, self.factory, self._description, self._daemonized
+        )
         listener.setServiceParent(self)
+        self._started_at = self._reactor.seconds()
         super().startService()
+        if self._signals is not None:
+            self._signals.install(self)
+
+    def status(self) -> str:
+        """
+        One line on how the server is doing, for the log.
+        """
+        chat = self.chat
+        users = len(chat.usernames()) if chat is not None else 0
+        connections = self.factory.connections if self.factory is not None else 0
+        history = len(chat.window) if chat is not None else 0
+        uptime = self._reactor.seconds() - self._started_at
+        return (
+            f"Status: {connections} connections, {users} logged in, "
+            f"{history} messages in the history window, up {uptime:.0f} s"
+        )
 
     def _start_retention(self, chat: ChatService) -> None:
         if self._keep_days is None and self._keep_messages is None:
@@ -329,11 +161,15 @@ class ChatServerService(service.MultiService):
         stopped = super().stopService()
         chat = self.chat
         if chat is None:
+            self._restore_signals()
             return stopped
 
         def close(result: object) -> Deferred:
             def closed(_: object) -> object:
                 self.log.info("History store closed")
+                # Only now: a signal during the shutdown must not kill the
+                # process before the clients are told.
+                self._restore_signals()
                 return result
 
             return chat.store.close().addBoth(closed)
@@ -343,6 +179,10 @@ class ChatServerService(service.MultiService):
 
         # Let a start that is still reading the window finish first.
         return stopped.addBoth(lambda _: self._loaded).addBoth(shut_down).addBoth(close)
+
+    def _restore_signals(self) -> None:
+        if self._signals is not None:
+            self._signals.restore()
 
 
 class WindowRetention(RetentionService):
@@ -368,35 +208,90 @@ class WindowRetention(RetentionService):
 
 class LoggingServerService(StreamServerEndpointService):
     """
-    Listens on an endpoint and logs the address it got (useful with port 0).
+    Listens on an endpoint and logs the address it got (useful with port 0,
+    and a Unix socket's full path and mode). A port that cannot be had
+    ends start-up with one line (see L{fail}).
+
+    @param description: the --port the operator gave, for messages.
     """
 
     log = Logger()
 
     def __init__(
-        self, endpoint: IStreamServerEndpoint, factory: Any, what: str = "Listening on"
+        self,
+        endpoint: IStreamServerEndpoint,
+        factory: Any,
+        description: str,
+        daemonized: bool = False,
+        what: str = "Listening on",
     ) -> None:
         super().__init__(endpoint, factory)
+        self._description = description
+        self._daemonized = daemonized
         self.what = what
+        # As strports.service does: a port that cannot be had fails twistd
+        # at start-up instead of being only logged.
+        self._raiseSynchronously = True
 
     def privilegedStartService(self) -> None:
-        super().privilegedStartService()
+        try:
+            super().privilegedStartService()
+        except error.CannotListenError as e:
+            line = listen_error(self._description, e.socketError)
+            self.log.error("Cannot start: {error}", error=line)
+            fail(line, self._daemonized)
         self._waitingForPort.addCallback(self._listening)
 
     def _listening(self, port):
-        if port is not None:
-            self.log.info("{what} {address}", what=self.what, address=port.getHost())
+        if port is None:
+            return port
+        address = port.getHost()
+        if isinstance(address, UNIXAddress) and address.name:
+            path = os.path.abspath(os.fsdecode(address.name))
+            mode = os.stat(path).st_mode & 0o777
+            self.log.info(
+                "{what} {address} (mode {mode:04o})",
+                what=self.what,
+                address=UNIXAddress(path),
+                mode=mode,
+            )
+        else:
+            self.log.info("{what} {address}", what=self.what, address=address)
         return port
+
+
+class ChatApplicationService(service.MultiService):
+    """
+    The chat's services; when twistd adds them to its application, they
+    bring the log observer (twistd uses an application's L{ILogObserver}
+    component, as for a .tac file).
+    """
+
+    def __init__(self, observer: Any = None) -> None:
+        super().__init__()
+        self._observer = observer
+
+    def setServiceParent(self, parent: Any) -> None:
+        super().setServiceParent(parent)
+        if self._observer is not None and isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, self._observer)
 
 
 def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     if reactor is None:
         from twisted.internet import reactor  # type: ignore[no-redef]
+    twistd = options.parent
     path = options["database"]
+    base = "."
+    if twistd is not None:
+        base = twistd.get("rundir") or "."
+    if twistd is None or not twistd.get("chroot"):
+        preflight(options, base)
+    daemonized = twistd is not None and not twistd.get("nodaemon")
 
-    def open_store() -> Tuple[IMessageStore, Deferred]:
+    def open_store() -> IMessageStore:
         if path == ":memory:":
-            return MemoryStore(reactor), succeed(None)
+            return MemoryStore(reactor)
         return SQLiteStore.start(path, reactor)
 
     limits = Limits(
@@ -419,10 +314,12 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     metrics_endpoint = None
     if options["metrics"]:
         metrics_endpoint = endpoints.serverFromString(reactor, options["metrics"])
-    top = service.MultiService()
+    observer, log_file = log_observer(options["log-format"], twistd)
+    top = ChatApplicationService(observer)
+    description = listen_description(options["port"], options["backlog"])
     server = ChatServerService(
         open_store,
-        endpoints.serverFromString(reactor, options["port"]),
+        endpoints.serverFromString(reactor, description),
         reactor,
         options["history-format"],
         limits,
@@ -431,6 +328,9 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         options["keep-days"],
         options["keep-messages"],
         metrics_endpoint,
+        options["port"],
+        OperatorSignals(reactor, log_file),
+        daemonized,
     )
     server.setServiceParent(top)
     return top

@@ -145,12 +145,16 @@ def upgrade(db: sqlite3.Connection, name: str) -> int:
     return found
 
 
-def connect(path: str, busy_timeout: float) -> sqlite3.Connection:
+def connect(path: str, busy_timeout: float, check_same_thread: bool = True) -> sqlite3.Connection:
     """
     Open (or create) the database at C{path} for the store, upgraded to the
-    current schema. Blocking: call it on the store's thread.
+    current schema. Blocking: call it on the store's thread (or, with
+    C{check_same_thread} false, on another before the store's thread uses
+    it, and never again there).
     """
-    db = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout)
+    db = sqlite3.connect(
+        path, isolation_level=None, timeout=busy_timeout, check_same_thread=check_same_thread
+    )
     try:
         db.execute("PRAGMA journal_mode=WAL")
         # With WAL, NORMAL keeps every commit across a crash of the
@@ -266,15 +270,18 @@ class SQLiteStore:
         @param busy_timeout: seconds to wait for a lock held by another
             connection before failing.
         """
+        store = cls(path, reactor, clock, busy_timeout)
         try:
-            store, opened = cls.start(path, reactor, clock, busy_timeout)
+            store._lock_fd = lock_file(path)
         except StoreError:
             return fail()
+        store._pool.start()
+        d = store._call(lambda: setattr(store, "_db", connect(path, busy_timeout)))
 
         def failed(failure: Failure) -> Deferred:
             return store.close().addBoth(lambda _: failure)
 
-        return opened.addCallbacks(lambda _: store, failed)
+        return d.addCallbacks(lambda _: store, failed)
 
     @classmethod
     def start(
@@ -283,21 +290,27 @@ class SQLiteStore:
         reactor: Any,
         clock: Any = None,
         busy_timeout: float = 1.0,
-    ) -> Tuple["SQLiteStore", Deferred]:
+    ) -> "SQLiteStore":
         """
-        Like L{open}, but return the store at once, with the Deferred that
-        fires when the database is open: operations asked meanwhile run
-        after the opening, in order. For a server's start-up, before the
-        reactor runs: a missing directory or another server's lock raise
-        L{StoreError} here, at once, for a one-line error and an exit. If
-        the opening fails, the caller closes the store (which releases the
-        lock and the thread).
+        Open the store at once, blocking: for a server's start-up, before
+        the reactor runs, so that every reason it cannot be opened (a
+        missing directory, another server's lock, a file that is not a
+        database, a failed upgrade) raises L{StoreError} here, for a
+        one-line error and an exit. The connection made here is used on
+        the store's thread only from then on.
         """
         store = cls(path, reactor, clock, busy_timeout)
         store._lock_fd = lock_file(path)
+        try:
+            store._db = connect(path, busy_timeout, check_same_thread=False)
+        except (sqlite3.Error, OSError) as e:
+            store._release(None)
+            raise StoreError(f"database {path!r}: {e}".replace("\n", " ")) from e
+        except BaseException:
+            store._release(None)
+            raise
         store._pool.start()
-        opened = store._call(lambda: setattr(store, "_db", connect(path, busy_timeout)))
-        return store, opened
+        return store
 
     # The queue: one operation on the thread at a time, in call order.
 

@@ -21,9 +21,10 @@ MAX_VALUE_SIZE = 64 * 1024
 
 _WHITESPACE = re.compile(r"[ \t\r\n]*")
 # Junk at top level is skipped up to white space or a value; after a broken
-# value, up to the next line or object.
+# value, up to the next object (the rest of a string cut by a line break
+# would otherwise make more errors for one request).
 _TOP_LEVEL_JUNK = re.compile(r'[^ \t\r\n{\["]*')
-_BROKEN_JUNK = re.compile(r"[^\n{]*")
+_BROKEN_JUNK = re.compile(r"[^{]*")
 _STRING_RUN = re.compile(r'[^"\\\x00-\x1f]*')
 _ESCAPES = '"\\/bfnrt'
 _HEX4 = re.compile(r"[0-9a-fA-F]{4}")
@@ -79,10 +80,10 @@ class StreamDecoder:
     valid JSON: the scanner follows JSON's grammar, so the first character
     that cannot continue the value (a C{{} where a key, a C{,} or a C{:} is
     due, a raw line break inside a string, ...) ends it as malformed. A
-    C{{} that ends a value starts the next one; any other such character
-    is skipped with the rest of its line, up to the next C{{}. So one broken
-    request never swallows the requests after it, and pretty-printed objects
-    over several lines still work.
+    C{{} that ends a value starts the next one; after any other such
+    character everything is skipped up to the next C{{}. So one broken
+    request gets one error and never swallows the requests after it, and
+    pretty-printed objects over several lines still work.
 
     @ivar newline_seen: whether a newline has been seen between two values,
         which tells a streaming peer from a legacy one that sends bare JSON.
@@ -173,8 +174,8 @@ class StreamDecoder:
                     return self._fail(results)
                 results.append(DecodeError(f"Malformed JSON: {_EXPECTED[self._expect]}"))
                 self._reset_value()
-                # The rest of the line is skipped, up to a "{" (which may be
-                # there already: then it starts the next value).
+                # What follows is skipped, up to a "{" (which may be there
+                # already: then it starts the next value).
                 pos = broken
                 self._junk = _BROKEN_JUNK
                 continue
