@@ -20,22 +20,16 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
-from chat.client import (
-    REQUEST_GAP,
-    ChatClientProtocol,
-    IChatView,
-    Options,
-    Renderer,
-    describe_error,
-    format_json,
-    interpret,
-    names_from,
-    neutralise,
-    parse_input,
-)
+from chat.client.cli import Options
+from chat.client.commands import parse_input
+from chat.client.connection import REQUEST_GAP, ChatClientProtocol, IChatView, describe_error
+from chat.client.display import Renderer, format_json, interpret, names_from, neutralise
 from chat.wire import DecodeError
 
 TS = "2026-11-24T12:00:00Z"
+
+#: An environment in which the client finds no config file.
+NO_FILES = {"XDG_CONFIG_HOME": "/nonexistent/chat-test", "XDG_DATA_HOME": "/nonexistent/chat-test"}
 
 
 def response(kind: str, content: Any, sender: str = "server", ts: Any = TS) -> dict:
@@ -599,7 +593,7 @@ class OptionsTests(TestCase):
         """
         localhost port 9998 unless told otherwise.
         """
-        options = Options()
+        options = Options(NO_FILES)
         options.parseOptions([])
         self.assertEqual((options["host"], options["port"]), ("localhost", 9998))
         self.assertEqual(options.target(), "localhost port 9998")
@@ -609,17 +603,19 @@ class OptionsTests(TestCase):
         --connect takes an endpoint description and excludes --host/--port;
         bad ports are refused.
         """
-        options = Options()
+        options = Options(NO_FILES)
         options.parseOptions(["--connect", "unix:path=/tmp/x.sock"])
         self.assertEqual(options.target(), "unix:path=/tmp/x.sock")
-        self.assertRaises(usage.UsageError, Options().parseOptions, ["-c", "tcp:a:1", "-p", "2"])
-        self.assertRaises(usage.UsageError, Options().parseOptions, ["--port", "70000"])
+        self.assertRaises(
+            usage.UsageError, Options(NO_FILES).parseOptions, ["-c", "tcp:a:1", "-p", "2"]
+        )
+        self.assertRaises(usage.UsageError, Options(NO_FILES).parseOptions, ["--port", "70000"])
 
     def test_help_explains(self) -> None:
         """
         --help documents the conveniences and the modes.
         """
-        text = str(Options())
+        text = str(Options(NO_FILES))
         for phrase in (
             "leading",
             "'/names' sends names",

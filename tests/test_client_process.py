@@ -1,8 +1,8 @@
 """
 The client as a real process: in plain mode against a real C{twistd -n chat}
 server process and against in-test servers that behave like the servers in
-the field (PROTOCOL.md, section 5), and in interactive mode in a
-pseudo-terminal.
+the field (PROTOCOL.md, section 5). Interactive mode in a pseudo-terminal
+is in C{test_client_pty}.
 
 Everything listens on 127.0.0.1 port 0. Waiting is for conditions (a line
 on the screen, a process ending), never for a fixed time.
@@ -10,30 +10,23 @@ on the screen, a process ending), never for a fixed time.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
 import shutil
 import signal
 import socket
-import struct
 import sys
 import tempfile
-import termios
 from io import StringIO
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from twisted.conch.insults import helper, insults
 from twisted.internet import defer, protocol, reactor, task
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
+from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.error import DNSLookupError
-from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
-from zope.interface import implementer
 
-import chat.client
-from chat.client import ChatClientProtocol, IChatView
+from chat.client import cli
 from chat.wire import DecodeError, StreamDecoder
 from tests.support import LISTENING, TWISTD, child_env
 
@@ -142,14 +135,35 @@ class _ClientProcess(protocol.ProcessProtocol):
         return self.out.decode("utf-8").splitlines()
 
 
-def spawn_client(test: TestCase, args: List[str], stdin: Optional[bytes]) -> _ClientProcess:
+def client_env(test: TestCase, **extra: str) -> Dict[str, str]:
+    """
+    The environment for a client process: L{child_env}, with the config and
+    data directories in a fresh directory of the test's (so no test reads
+    the user's config file or writes to their input history).
+    """
+    home = temp_dir(test)
+    return child_env(
+        XDG_CONFIG_HOME=os.path.join(home, "config"),
+        XDG_DATA_HOME=os.path.join(home, "data"),
+        **extra,
+    )
+
+
+def spawn_client(
+    test: TestCase,
+    args: List[str],
+    stdin: Optional[bytes],
+    env: Optional[Dict[str, str]] = None,
+) -> _ClientProcess:
     """
     Run C{python -m chat.client ARGS} with pipes; with C{stdin} None, its
     input stays open. Killed at cleanup if still running.
     """
     client = _ClientProcess(stdin)
     argv = [sys.executable, "-m", "chat.client", *args]
-    transport = reactor.spawnProcess(client, sys.executable, argv, env=child_env(), path=REPO)
+    transport = reactor.spawnProcess(
+        client, sys.executable, argv, env=client_env(test, **(env or {})), path=REPO
+    )
 
     def stop() -> defer.Deferred:
         if not client.ended.called:
@@ -160,8 +174,10 @@ def spawn_client(test: TestCase, args: List[str], stdin: Optional[bytes]) -> _Cl
     return client
 
 
-async def run_client(test: TestCase, args: List[str], stdin: bytes) -> _ClientProcess:
-    return await spawn_client(test, args, stdin).ended
+async def run_client(
+    test: TestCase, args: List[str], stdin: bytes, env: Optional[Dict[str, str]] = None
+) -> _ClientProcess:
+    return await spawn_client(test, args, stdin, env).ended
 
 
 def free_port() -> int:
@@ -314,7 +330,7 @@ class MainTests(TestCase):
     The error paths of L{chat.client.main}, in process.
     """
 
-    def test_host_not_found(self) -> None:
+    async def test_host_not_found(self) -> None:
         """
         A name that does not resolve: "host not found", status 1. (A fake
         endpoint fails as the resolver would; no lookup goes out.)
@@ -324,14 +340,12 @@ class MainTests(TestCase):
             def connect(self, factory: Any) -> defer.Deferred:
                 return defer.fail(DNSLookupError("nosuchhost.example"))
 
-        self.patch(chat.client, "make_endpoint", lambda reactor, options: Unresolvable())
+        self.patch(cli, "make_endpoint", lambda reactor, options: Unresolvable())
         stderr = StringIO()
         self.patch(sys, "stderr", stderr)
-        d = defer.ensureDeferred(
-            chat.client.main(reactor, "--host", "nosuchhost.example", "--plain")
-        )
-        failure = self.failureResultOf(d, SystemExit)
-        self.assertEqual(failure.value.code, 1)
+        with self.assertRaises(SystemExit) as caught:
+            await cli.main(reactor, "--host", "nosuchhost.example", "--plain", "--no-config")
+        self.assertEqual(caught.exception.code, 1)
         self.assertEqual(
             stderr.getvalue(),
             "chat: cannot connect to nosuchhost.example port 9998: host not found\n",
@@ -508,191 +522,3 @@ class FieldServerTests(TestCase):
         """
         text = await self.session(replayed=True, history="replay", close_on_logout=True)
         self.assertRegex(text[1], r"^2023-11-1[45] \d\d:\d\d:\d\d <alice> first$")
-
-
-# Interactive mode in a pseudo-terminal.
-
-
-@implementer(IChatView)
-class _Recorder:
-    def __init__(self) -> None:
-        self.values: List[Any] = []
-
-    def received(self, value: Any) -> None:
-        self.values.append(value)
-
-
-class _MasterReader:
-    """
-    Reads the master side of a pseudo-terminal into a terminal emulator.
-    """
-
-    def __init__(self, fd: int, width: int) -> None:
-        self.fd = fd
-        self.raw = b""
-        self.screen = helper.TerminalBuffer()
-        self.screen.width = width
-        self.screen.unhandledControlSequence = lambda seq: None  # type: ignore[method-assign]
-        self.emulator = insults.ClientProtocol(lambda: self.screen)
-        self.emulator.makeConnection(StringTransport())
-
-    def fileno(self) -> int:
-        return self.fd
-
-    def logPrefix(self) -> str:
-        return "pty"
-
-    def doRead(self) -> None:
-        try:
-            data = os.read(self.fd, 65536)
-        except OSError:
-            reactor.removeReader(self)
-            return
-        self.raw += data
-        self.emulator.dataReceived(data)
-
-    def connectionLost(self, reason: Any) -> None:
-        pass
-
-    def text(self) -> str:
-        return bytes(self.screen).decode("ascii", "replace")
-
-    def rows(self) -> List[str]:
-        rows = self.text().split("\n")
-        while rows and not rows[-1].strip():
-            rows.pop()
-        return rows
-
-
-class InteractiveTests(TestCase):
-    """
-    The client in interactive mode on a pseudo-terminal.
-    """
-
-    def start(self, port: int, width: int = 80) -> Tuple[_ClientProcess, _MasterReader, int]:
-        master, slave = os.openpty()
-        self.addCleanup(os.close, master)
-        self.addCleanup(os.close, slave)
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, width, 0, 0))
-        self.saved = termios.tcgetattr(slave)
-        reader = _MasterReader(master, width)
-        reactor.addReader(reader)
-        self.addCleanup(reactor.removeReader, reader)
-        client = _ClientProcess(None)
-        argv = [sys.executable, "-m", "chat.client", "--host", "127.0.0.1", "--port", str(port)]
-        transport = reactor.spawnProcess(
-            client,
-            sys.executable,
-            argv,
-            env=child_env(TERM="xterm"),
-            path=REPO,
-            childFDs={0: slave, 1: slave, 2: slave},
-        )
-
-        def stop() -> defer.Deferred:
-            if not client.ended.called:
-                transport.signalProcess("KILL")
-            return client.ended
-
-        self.addCleanup(stop)
-        return client, reader, slave
-
-    def assert_restored(self, slave: int) -> None:
-        """
-        The terminal settings are as before the client ran, and standard
-        input is blocking again.
-        """
-        self.assertEqual(termios.tcgetattr(slave), self.saved)
-        self.assertFalse(fcntl.fcntl(slave, fcntl.F_GETFL) & os.O_NONBLOCK)
-
-    async def test_message_while_typing(self) -> None:
-        """
-        Type part of a line; a message from another client arrives; it shows
-        above, the partial line is intact with the cursor after it; the line
-        is then sent whole. Ctrl-D logs out, exits 0 and restores the
-        terminal.
-        """
-        port, _ = await start_server(self)
-        client, screen, slave = self.start(port)
-        await wait_for(lambda: "Connected to" in screen.text(), "the greeting")
-        os.write(screen.fd, b"login alice\r")
-        await wait_for(lambda: "Login successful" in screen.text(), "the login reply")
-        os.write(screen.fd, b"msg hello wor")
-        await wait_for(lambda: screen.rows()[-1] == "> msg hello wor", "the partial line")
-
-        bob_view = _Recorder()
-        bob = ChatClientProtocol(bob_view, reactor)
-        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), bob)
-        self.addCleanup(lambda: bob.transport.abortConnection())
-        bob.send_line("login bob")
-        bob.send_line("msg hi from bob")
-        await wait_for(lambda: "<bob> hi from bob" in screen.text(), "bob's message")
-        rows = screen.rows()
-        self.assertTrue(rows[-2].endswith("<bob> hi from bob"), rows)
-        self.assertEqual(rows[-1], "> msg hello wor")
-        self.assertEqual(
-            (screen.screen.x, screen.screen.y), (len("> msg hello wor"), len(rows) - 1)
-        )
-
-        os.write(screen.fd, b"ld\r")
-        await wait_for(
-            lambda: any(
-                isinstance(v, dict) and v.get("sender") == "alice" for v in bob_view.values
-            ),
-            "alice's message at bob",
-        )
-        [message] = [v for v in bob_view.values if v.get("sender") == "alice"]
-        self.assertEqual(message["content"], "hello world")
-        await wait_for(lambda: "<alice> hello world" in screen.text(), "the echo")
-
-        os.write(screen.fd, b"\x04")
-        await client.ended
-        self.assertEqual(client.code, 0)
-        self.assert_restored(slave)
-
-    async def test_ctrl_c(self) -> None:
-        """
-        Ctrl-C (a key in raw mode, not a signal) quits and restores the
-        terminal; a partial line is dropped, not sent.
-        """
-        port, factory = await start_field_server(self, newline=True)
-        client, screen, slave = self.start(port)
-        await wait_for(lambda: "Connected to" in screen.text(), "the greeting")
-        os.write(screen.fd, b"help\r")
-        await wait_for(lambda: "Unknown request help" in screen.text(), "the reply")
-        os.write(screen.fd, b"msg unfinished\x03")
-        await client.ended
-        self.assertEqual(client.code, 0)
-        self.assertEqual(b"".join(factory.received), b'{"request":"help","content":null}\n')
-        self.assert_restored(slave)
-
-    async def test_sigterm(self) -> None:
-        """
-        Killed with SIGTERM, the client still restores the terminal.
-        """
-        port, factory = await start_field_server(self, newline=True)
-        client, screen, slave = self.start(port)
-        await wait_for(lambda: "Connected to" in screen.text(), "the greeting")
-        os.write(screen.fd, b"msg partial")
-        await wait_for(lambda: screen.rows()[-1] == "> msg partial", "the partial line")
-        client.transport.signalProcess("TERM")
-        await client.ended
-        self.assert_restored(slave)
-
-    async def test_server_gone(self) -> None:
-        """
-        The server closing the connection: the terminal is restored and one
-        line says why; exit status 1.
-        """
-        port, factory = await start_field_server(self, newline=True)
-        client, screen, slave = self.start(port)
-        await wait_for(lambda: "Connected to" in screen.text(), "the greeting")
-        os.write(screen.fd, b"msg partial")
-        await wait_for(lambda: screen.rows()[-1] == "> msg partial", "the partial line")
-        factory.connections[0].transport.loseConnection()
-        await client.ended
-        self.assertEqual(client.code, 1)
-        self.assert_restored(slave)
-        await wait_for(
-            lambda: "chat: the server closed the connection" in screen.text(), "the error"
-        )

@@ -6,23 +6,20 @@ output played into Twisted's in-memory terminal emulator to see the screen.
 
 from __future__ import annotations
 
+import os
 from typing import Any, List, Set
 
 from twisted.conch.insults import helper, insults
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 
-from chat import terminal
-from chat.client import Options, Renderer, parse_input
-from chat.terminal import (
-    ChatConsole,
-    InteractiveFrontEnd,
-    PlainFrontEnd,
-    char_width,
-    json_formatter,
-    make_front_end,
-    plain_formatter,
-)
+from chat.client import cli
+from chat.client.cli import Options, make_front_end
+from chat.client.commands import parse_input
+from chat.client.console import ChatConsole, InteractiveFrontEnd, KeyboardProtocol, char_width
+from chat.client.display import Renderer
+from chat.client.plain import PlainFrontEnd, json_formatter, plain_formatter
+from chat.wire import DecodeError
 
 
 class FakeClient:
@@ -33,6 +30,7 @@ class FakeClient:
     def __init__(self) -> None:
         self.lines: List[str] = []
         self.names: Set[str] = set()
+        self.connected = True
 
     def send_line(self, line: str) -> Any:
         self.lines.append(line)
@@ -47,14 +45,14 @@ class Screen:
     def __init__(self, width: int = 80) -> None:
         self.client = FakeClient()
         self.quits = 0
-        self.console = ChatConsole(Renderer(multiline=True), lambda: width)
+        self.console = ChatConsole(Renderer(multiline=True), lambda: (width, 24))
         self.console.client = self.client  # type: ignore[assignment]
 
         def quit() -> None:
             self.quits += 1
 
         self.console.on_quit = quit
-        self.keyboard = insults.ServerProtocol(lambda: self.console)
+        self.keyboard = KeyboardProtocol(lambda: self.console)
         self.output = StringTransport()
         self.keyboard.makeConnection(self.output)
         self.buffer = helper.TerminalBuffer()
@@ -243,12 +241,17 @@ class ConsoleTests(TestCase):
 
     def test_redraw(self) -> None:
         """
-        Ctrl-L clears the screen and redraws the input line.
+        Ctrl-L paints the screen again from the client's scrollback: garbage
+        written over it is gone, the lines shown and the input line stay.
         """
         s = Screen()
         s.show("old")
-        s.type(b"xy\x0c")
-        self.assertEqual(s.lines(), ["> xy"])
+        s.type(b"xy")
+        s.output.write(b"\x1b[1;1Hgarbage\x1b[5;1Hmore garbage")
+        s.flush()
+        s.type(b"\x0c")
+        self.assertEqual(s.lines(), ["old", "> xy"])
+        self.assertEqual(s.cursor, len("> xy"))
 
 
 class FormatterTests(TestCase):
@@ -260,7 +263,7 @@ class FormatterTests(TestCase):
         """
         Plain mode gives one line per response, one per history item.
         """
-        lines = plain_formatter(Renderer())(
+        lines, ring = plain_formatter(Renderer())(
             {
                 "timestamp": None,
                 "sender": "s",
@@ -268,16 +271,20 @@ class FormatterTests(TestCase):
                 "content": ['{"sender":"a","response":"message","content":"x\\ny"}'],
             }
         )
-        self.assertEqual(lines, ["[history] <a> x\\ny"])
+        self.assertEqual((lines, ring), (["[history] <a> x\\ny"], False))
 
     def test_json_passes_values(self) -> None:
         """
         --json prints the value as received.
         """
         value = {"timestamp": 1, "sender": "s", "response": "info", "content": None}
+        errors: List[str] = []
         self.assertEqual(
-            json_formatter(value), ['{"timestamp":1,"sender":"s","response":"info","content":null}']
+            json_formatter(errors.append)(value),
+            (['{"timestamp":1,"sender":"s","response":"info","content":null}'], False),
         )
+        self.assertEqual(json_formatter(errors.append)(DecodeError("bad", False)), ([], False))
+        self.assertEqual(errors, ["ignored data from the server that is not JSON (bad)"])
 
 
 class FrontEndChoiceTests(TestCase):
@@ -286,10 +293,12 @@ class FrontEndChoiceTests(TestCase):
     """
 
     def choose(self, tty: bool, env: dict, *args: str) -> Any:
-        options = Options()
+        home = os.path.abspath(self.mktemp())
+        env = dict(env, XDG_CONFIG_HOME=home, XDG_DATA_HOME=home)
+        options = Options(env)
         options.parseOptions(list(args))
-        self.patch(terminal.os, "isatty", lambda fd: tty)
-        self.patch(terminal.os, "environ", env)
+        self.patch(cli.os, "isatty", lambda fd: tty)
+        self.patch(cli.os, "environ", env)
         return make_front_end(None, options)
 
     def test_terminal(self) -> None:
@@ -309,8 +318,9 @@ class FrontEndChoiceTests(TestCase):
         """
         front = self.choose(False, {"TERM": "xterm"})
         self.assertIsInstance(front, PlainFrontEnd)
-        [line] = front.formatter({"response": "error", "content": "x"})
+        [line], _ = front.formatter({"response": "error", "content": "x"})
         self.assertNotIn("\x1b", line)
         self.assertIsInstance(self.choose(True, {"TERM": "dumb"}), PlainFrontEnd)
         self.assertIsInstance(self.choose(True, {"TERM": "xterm"}, "--plain"), PlainFrontEnd)
-        self.assertIs(self.choose(True, {}, "--json").formatter, json_formatter)
+        json_front = self.choose(True, {}, "--json")
+        self.assertEqual(json_front.formatter({"a": 1}), (['{"a":1}'], False))
