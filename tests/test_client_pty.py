@@ -247,3 +247,88 @@ class InteractiveTests(TestCase):
         await wait_for(
             lambda: "chat: the server closed the connection" in screen.text(), "the error"
         )
+
+
+class Tmux:
+    """
+    A private tmux server (its own socket, no config file) running one
+    command in a window of a given size: a real terminal that reflows its
+    lines when the window is resized, as most terminals do.
+    """
+
+    def __init__(self, test: TestCase, env: Dict[str, str]) -> None:
+        if shutil.which("tmux") is None:
+            raise SkipTest("tmux is not installed (apt-get install tmux)")
+        self.socket = os.path.join(temp_dir(test), "tmux.sock")
+        self.env = env
+        test.addCleanup(self.run, "kill-server", check=False)
+
+    def run(self, *args: str, check: bool = True) -> str:
+        done = subprocess.run(
+            ["tmux", "-S", self.socket, "-f", "/dev/null", *args],
+            env=self.env,
+            capture_output=True,
+            timeout=20,
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"tmux {args[0]}: {done.stderr.decode()}")
+        return done.stdout.decode("utf-8", "replace")
+
+    def start(self, width: int, height: int, argv: List[str]) -> None:
+        command = " ".join(subprocess.list2cmdline([a]) for a in argv)
+        self.run("new-session", "-d", "-x", str(width), "-y", str(height), command)
+
+    def rows(self, scrollback: bool = False) -> List[str]:
+        """
+        The rows of the window (with C{scrollback}, the terminal's
+        scrollback above them), trailing blank rows dropped.
+        """
+        rows = self.run("capture-pane", "-p", *(["-S", "-"] if scrollback else [])).split("\n")
+        rows = [row.rstrip() for row in rows]
+        while rows and not rows[-1]:
+            rows.pop()
+        return rows
+
+
+class ResizeTests(TestCase):
+    """
+    Resizing the window while a line is typed (issue 11, bug 3), in tmux,
+    which reflows: the line drawn one row wide for 100 columns becomes
+    three rows at 40; all of them must go before the line is drawn again.
+    """
+
+    async def test_shrink_and_widen(self) -> None:
+        """
+        Shrinking from 100 to 40 columns with an unsent 80-character line
+        leaves no stale rows; widening again leaves nothing in the
+        scrollback that looks like a sent message; the line is sent whole.
+        """
+        port, factory = await start_field_server(self, newline=True)
+        tmux = Tmux(self, client_env(self, TERM="screen"))
+        tmux.start(
+            100,
+            20,
+            [sys.executable, "-m", "chat.client", "--host", "127.0.0.1", "--port", str(port)],
+        )
+        await wait_for(lambda: "Connected to" in "\n".join(tmux.rows()), "the greeting")
+        text = "msg " + "".join(chr(ord("a") + i % 26) for i in range(76))
+        tmux.run("send-keys", "-l", text)
+        await wait_for(lambda: tmux.rows()[-1] == "> " + text, "the typed line")
+
+        def typed_rows(rows: List[str]) -> List[str]:
+            # Rows holding any part of the typed line.
+            return [row for row in rows if "hijklmnop" in row or row.startswith("> msg")]
+
+        tmux.run("resize-window", "-x", "40")
+        await wait_for(
+            lambda: tmux.rows()[-1].startswith("> ") and len(tmux.rows()[-1]) < 40, "the redraw"
+        )
+        await wait_for(lambda: len(typed_rows(tmux.rows())) == 1, "no stale rows at 40 columns")
+        tmux.run("resize-window", "-x", "100")
+        await wait_for(lambda: len(tmux.rows()[-1]) > 40, "the redraw at 100 columns")
+        self.assertEqual(typed_rows(tmux.rows(scrollback=True)), [tmux.rows()[-1]])
+        self.assertEqual(tmux.rows()[-1], "> " + text)
+        tmux.run("send-keys", "Enter")
+        await wait_for(lambda: factory.received, "the request")
+        await wait_for(lambda: len(b"".join(factory.received).splitlines()) == 1, "one request")
+        self.assertEqual(json.loads(b"".join(factory.received))["content"], text[4:])

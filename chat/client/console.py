@@ -356,7 +356,7 @@ class ChatConsole(insults.TerminalProtocol):
         if self._resizing:
             return
         width = self._size()[0]
-        old_width, column = self._drawn
+        column = self._drawn[1]
         if column < width or self.terminal is None or self.clock is None:
             self._write("\r\x1b[J")
             self.draw()
@@ -369,7 +369,9 @@ class ChatConsole(insults.TerminalProtocol):
             self._resizing = False
             rows_up = 0
             if position is not None and position[0] == column % width:
-                rows_up = column // width
+                # Rows above the top of the screen (a terminal may move
+                # them into its scrollback) are out of reach.
+                rows_up = min(column // width, position[1])
             self._write(f"\x1b[{rows_up}A\r\x1b[J" if rows_up else "\r\x1b[J")
             self.draw()
             if self._size()[0] != width:
@@ -744,7 +746,10 @@ class InteractiveFrontEnd:
             stdout=self._fds[1],
             reactor=self.reactor,
         )
-        self._io.write(BRACKETED_PASTE_ON)
+        # Start at the bottom row, where the input line stays (what was on
+        # the screen scrolls up, into the terminal's scrollback): a terminal
+        # that reflows on a resize then keeps the line's rows on the screen.
+        self._io.write(BRACKETED_PASTE_ON + b"\n" * max(self._size[1] - 1, 0))
         self.console.notice(
             f"Connected to {neutralise(self.target)}. Type help for the requests, "
             "Tab to complete, Ctrl-D to quit."
