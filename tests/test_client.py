@@ -13,6 +13,7 @@ from typing import Any, List
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet import error as ierror
+from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python import usage
@@ -403,6 +404,9 @@ class RecordingView:
     def received(self, value: Any) -> None:
         self.values.append(value)
 
+    def notice(self, text: str) -> None:
+        self.values.append(("notice", text))
+
 
 class ProtocolTests(TestCase):
     """
@@ -637,3 +641,133 @@ class OptionsTests(TestCase):
             "no such file or directory",
         )
         self.assertEqual(describe_error(ierror.ConnectError(111)), "connection refused")
+
+
+class AnswerTests(TestCase):
+    """
+    Answers matched to requests: when a logout counts, when plain mode may
+    stop waiting, and TLS.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.view = RecordingView()
+        self.proto = ChatClientProtocol(self.view, self.clock)
+        self.transport = StringTransport()
+        self.proto.makeConnection(self.transport)
+        self.endings: List[Any] = []
+        self.proto.ended.addCallback(self.endings.append)
+
+    def receive(self, kind: str, content: Any, sender: str = "server") -> None:
+        self.proto.dataReceived(json.dumps(response(kind, content, sender)).encode() + b"\n")
+
+    def test_logout_counts_once_written(self) -> None:
+        """
+        A logout still waiting its turn when the server closes does not
+        make the ending expected; one written and then closed on does.
+        """
+        self.proto.send_line("login x")
+        self.proto.send_line("logout")
+        self.receive("error", "Server full")
+        self.proto.connectionLost(Failure(ierror.ConnectionDone()))
+        self.assertEqual(self.endings[0].expected, False)
+
+        proto = ChatClientProtocol(RecordingView(), self.clock)
+        proto.makeConnection(StringTransport())
+        endings: List[Any] = []
+        proto.ended.addCallback(endings.append)
+        proto.send_line("logout")
+        proto.connectionLost(Failure(ierror.ConnectionDone()))
+        self.assertEqual(endings[0].expected, True)
+
+    def test_logout_written_then_broken(self) -> None:
+        """
+        A logout written but neither answered nor closed on cleanly (the
+        connection broke) is not a session that ended as asked.
+        """
+        self.proto.send_line("logout")
+        self.proto.connectionLost(Failure(ierror.ConnectionLost()))
+        self.assertEqual(self.endings[0].expected, False)
+
+    def test_answers_matched(self) -> None:
+        """
+        Each request is answered by the next response that is not history;
+        a message answers a msg only when it is the user's own; the name of
+        an accepted login is remembered.
+        """
+        for line in ["login bob", "msg hi", "names"]:
+            self.proto.send_line(line)
+            self.clock.advance(REQUEST_GAP)
+        self.assertEqual(self.proto.unanswered, 3)
+        self.receive("info", "Login successful")
+        self.receive("history", [])
+        self.assertEqual((self.proto.unanswered, self.proto.username), (2, "bob"))
+        self.receive("message", "hello", sender="alice")
+        self.assertEqual(self.proto.unanswered, 2)
+        self.receive("message", "hi", sender="Bob")
+        self.receive("info", "alice, bob")
+        self.assertEqual(self.proto.unanswered, 0)
+
+    def test_quiet_after_answers(self) -> None:
+        """
+        quit_when_quiet waits while data keeps arriving (a long history in
+        pieces), and closes once the server has been quiet for the wait.
+        """
+        self.proto.send_line("login bob")
+        self.receive("info", "Login successful")
+        self.proto.quit_when_quiet(0.3, 10.0)
+        for _ in range(10):
+            self.clock.advance(0.2)
+            self.proto.dataReceived(b'{"response": "history", "content": ["x",')
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(0.29)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(0.02)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_patience_for_missing_answers(self) -> None:
+        """
+        While an answer is missing the wait is the longer one, and running
+        out of it is a failure that names the request.
+        """
+        self.proto.send_line("login bob")
+        self.proto.quit_when_quiet(0.3, 5.0)
+        self.clock.advance(4.9)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(0.2)
+        self.assertTrue(self.transport.disconnecting)
+        self.proto.connectionLost(Failure(ierror.ConnectionDone()))
+        self.assertEqual(
+            self.endings[0].reason, "no answer from the server to 1 request (login) in 5 seconds"
+        )
+        self.assertEqual(self.endings[0].expected, False)
+
+    def test_tls_waits_for_handshake(self) -> None:
+        """
+        Over TLS nothing is sent and the connection is not ready until the
+        handshake has completed; a connection lost before then fails the
+        wait for it.
+        """
+
+        @implementer(ISSLTransport)
+        class TLSTransport(StringTransport):
+            def getPeerCertificate(self) -> None:
+                return None
+
+        proto = ChatClientProtocol(RecordingView(), self.clock)
+        ready: List[Any] = []
+        proto.when_ready().addBoth(ready.append)
+        transport = TLSTransport()
+        proto.makeConnection(transport)
+        proto.send_line("login x")
+        self.assertEqual((transport.value(), ready), (b"", []))
+        proto.handshakeCompleted()
+        self.assertEqual(transport.value(), b'{"request":"login","content":"x"}\n')
+        self.assertEqual(ready, [proto])
+
+        failed = ChatClientProtocol(RecordingView(), self.clock)
+        failed.makeConnection(TLSTransport())
+        outcome: List[Any] = []
+        failed.when_ready().addBoth(outcome.append)
+        failed.connectionLost(Failure(ierror.ConnectionLost("handshake failed")))
+        self.assertIsInstance(outcome[0], Failure)

@@ -16,16 +16,18 @@ import re
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 from io import StringIO
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.internet import defer, protocol, reactor, task
-from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
 from twisted.internet.error import DNSLookupError
 from twisted.trial.unittest import TestCase
 
+import chat
 from chat.client import cli
 from chat.wire import DecodeError, StreamDecoder
 from tests.support import LISTENING, TWISTD, child_env
@@ -142,11 +144,11 @@ def client_env(test: TestCase, **extra: str) -> Dict[str, str]:
     the user's config file or writes to their input history).
     """
     home = temp_dir(test)
-    return child_env(
-        XDG_CONFIG_HOME=os.path.join(home, "config"),
-        XDG_DATA_HOME=os.path.join(home, "data"),
-        **extra,
-    )
+    places = {
+        "XDG_CONFIG_HOME": os.path.join(home, "config"),
+        "XDG_DATA_HOME": os.path.join(home, "data"),
+    }
+    return child_env(**dict(places, **extra))
 
 
 def spawn_client(
@@ -367,7 +369,13 @@ class FieldServer(protocol.Protocol):
       numeric timestamps, and no history response);
     - C{together}: send the login replies in one write;
     - C{close_on_logout}: close the connection after logout;
-    - C{case}: a function applied to response words.
+    - C{case}: a function applied to response words;
+    - C{drip}: C{(seconds, size)}: everything goes out in pieces of C{size}
+      bytes, C{seconds} apart (a slow server, a long history), the first
+      after C{delay} seconds (default: C{seconds});
+    - C{ignore}: request words never answered;
+    - C{extra_history}: this many more old messages in the history;
+    - C{taken}: a set of names refused once each ("Username taken").
     """
 
     factory: "FieldFactory"
@@ -376,9 +384,29 @@ class FieldServer(protocol.Protocol):
         self.decoder = StreamDecoder()
         self.username: Optional[str] = None
         self.factory.connections.append(self)
+        self.outbox = b""
+        self.draining: Any = None
 
     def connectionLost(self, reason: Any = None) -> None:
         self.factory.connections.remove(self)
+        if self.draining is not None and self.draining.active():
+            self.draining.cancel()
+
+    def send(self, data: bytes) -> None:
+        drip = self.factory.style.get("drip")
+        if drip is None:
+            self.transport.write(data)
+            return
+        self.outbox += data
+        if self.draining is None:
+            delay = self.factory.style.get("delay", drip[0])
+            self.draining = reactor.callLater(delay, self.drain)
+
+    def drain(self) -> None:
+        every, size = self.factory.style["drip"]
+        chunk, self.outbox = self.outbox[:size], self.outbox[size:]
+        self.transport.write(chunk)
+        self.draining = reactor.callLater(every, self.drain) if self.outbox else None
 
     def encode(
         self, word: str, content: Any, sender: str = "server", ts: Any = "12:00:00"
@@ -393,14 +421,20 @@ class FieldServer(protocol.Protocol):
         self.factory.received.append(data)
         for value in self.decoder.feed(data):
             if isinstance(value, DecodeError):
-                self.transport.write(self.encode("error", value.reason))
+                self.send(self.encode("error", value.reason))
                 continue
             self.handle(value.get("request"), value.get("content"))
 
     def handle(self, request: str, content: Any) -> None:
         style = self.factory.style
         old = [("alice", "first", 1700000000), ("carol", "second", 1700000060)]
-        if request == "login":
+        old += [("dave", f"old {i}", 1700000100 + i) for i in range(style.get("extra_history", 0))]
+        if request in style.get("ignore", ()):
+            return
+        if request == "login" and content in style.get("taken", ()):
+            style["taken"].discard(content)
+            self.send(self.encode("error", "Username taken"))
+        elif request == "login":
             self.username = content
             replies = [self.encode("info", "Login successful")]
             history = style.get("history", "strings")
@@ -416,22 +450,22 @@ class FieldServer(protocol.Protocol):
             elif history == "replay":
                 replies += [self.encode("msg", t, s, ts) for s, t, ts in old]
             if style.get("together"):
-                self.transport.write(b"".join(replies))
+                self.send(b"".join(replies))
             else:
                 for reply in replies:
-                    self.transport.write(reply)
+                    self.send(reply)
         elif request == "msg":
             for connection in self.factory.connections:
-                connection.transport.write(self.encode("message", content, self.username or ""))
+                connection.send(self.encode("message", content, self.username or ""))
         elif request == "names":
             names = [c.username for c in self.factory.connections if c.username]
-            self.transport.write(self.encode("info", ", ".join(names)))
+            self.send(self.encode("info", ", ".join(names)))
         elif request == "logout":
-            self.transport.write(self.encode("info", "Bye"))
+            self.send(self.encode("info", "Bye"))
             if style.get("close_on_logout"):
                 self.transport.loseConnection()
         else:
-            self.transport.write(self.encode("error", f"Unknown request {request}"))
+            self.send(self.encode("error", f"Unknown request {request}"))
 
 
 class FieldFactory(protocol.Factory):
@@ -522,3 +556,252 @@ class FieldServerTests(TestCase):
         """
         text = await self.session(replayed=True, history="replay", close_on_logout=True)
         self.assertRegex(text[1], r"^2023-11-1[45] \d\d:\d\d:\d\d <alice> first$")
+
+
+def make_certificate(directory: str, name: str = "localhost") -> Tuple[str, str]:
+    """
+    A self-signed certificate for C{name} and its key, as PEM files in
+    C{directory}; return their paths.
+    """
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path = os.path.join(directory, "cert.pem")
+    key_path = os.path.join(directory, "key.pem")
+    with open(cert_path, "wb") as f:
+        f.write(certificate.public_bytes(serialization.Encoding.PEM))
+    with open(key_path, "wb") as f:
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    return cert_path, key_path
+
+
+async def start_tls_field_server(test: TestCase, **style: Any) -> Tuple[int, str, FieldFactory]:
+    """
+    A field server behind TLS with a self-signed certificate for
+    C{localhost}; return its port, the certificate's path and the factory.
+    """
+    from twisted.internet.endpoints import SSL4ServerEndpoint
+    from twisted.internet.ssl import PrivateCertificate
+
+    cert_path, key_path = make_certificate(temp_dir(test))
+    with open(cert_path, "rb") as c, open(key_path, "rb") as k:
+        identity = PrivateCertificate.loadPEM(c.read() + k.read())
+    factory = FieldFactory(style)
+    endpoint = SSL4ServerEndpoint(reactor, 0, identity.options(), interface="127.0.0.1")
+    port = await endpoint.listen(factory)
+
+    async def stop() -> None:
+        for connection in list(factory.connections):
+            connection.transport.abortConnection()
+        await port.stopListening()
+
+    test.addCleanup(lambda: defer.ensureDeferred(stop()))
+    return port.getHost().port, cert_path, factory
+
+
+class IssueTests(TestCase):
+    """
+    The bugs of issue 11 that show in plain mode, each against a server
+    that provokes it, and the client's own commands there.
+    """
+
+    async def test_server_full_exit_status(self) -> None:
+        """
+        Bug 1: a server that refuses the connection ("Server full") while
+        login and logout are queued: the logout never went out, so the exit
+        status is 1, with the reason on standard error.
+        """
+        port, _ = await start_server(self, "--max-connections", "1")
+        holder = await connectProtocol(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", port), protocol.Protocol()
+        )
+        self.addCleanup(holder.transport.abortConnection)
+        client = await run_client(self, ["--port", str(port)], b"login x\nlogout\n")
+        self.assertEqual(client.code, 1, client.out)
+        self.assertIn("[error] Server full", client.out.decode())
+        self.assertEqual(client.err, b"chat: the server closed the connection\n")
+
+    async def test_untrusted_certificate(self) -> None:
+        """
+        Bugs 1 and 5: a TLS server whose certificate is not trusted: the
+        handshake fails, so the client never counts as connected; exit 1
+        with one line saying so, even with logout in the input.
+        """
+        port, _, factory = await start_tls_field_server(self, newline=True)
+        client = await run_client(
+            self, ["--connect", f"tls:localhost:{port}"], b"login x\nlogout\n"
+        )
+        self.assertEqual(client.code, 1)
+        self.assertEqual(client.out, b"")
+        self.assertRegex(
+            client.err.decode(),
+            rf"^chat: cannot connect to tls:localhost:{port}: "
+            r"TLS error: .*certificate verify failed.*\n$",
+        )
+        self.assertEqual(factory.received, [])
+
+    async def test_trust_roots_file_or_directory(self) -> None:
+        """
+        Bug 4: trustRoots= takes a PEM file (the obvious thing to try) or a
+        directory of them; the session works either way.
+        """
+        port, cert_path, _ = await start_tls_field_server(self, newline=True, close_on_logout=True)
+        for roots in (cert_path, os.path.dirname(cert_path)):
+            client = await run_client(
+                self,
+                ["--connect", f"tls:localhost:{port}:trustRoots={roots}"],
+                b"login bot\nlogout\n",
+            )
+            self.assertEqual(client.code, 0, client.err)
+            self.assertEqual(client.lines[0], "12:00:00 [info] Login successful")
+            self.assertEqual(client.lines[-1], "12:00:00 [info] Bye")
+
+    async def test_trust_roots_errors(self) -> None:
+        """
+        Bug 4: a missing path, or a file with no certificate in it, is one
+        clear line and exit status 2, never a traceback.
+        """
+        directory = temp_dir(self)
+        not_pem = os.path.join(directory, "notes.txt")
+        with open(not_pem, "w") as f:
+            f.write("not a certificate\n")
+        cases = [
+            (os.path.join(directory, "missing"), "no such file or directory"),
+            (not_pem, "no PEM certificate in it"),
+        ]
+        for path, problem in cases:
+            client = await run_client(
+                self, ["--connect", f"tls:localhost:1:trustRoots={path}"], b""
+            )
+            self.assertEqual(client.code, 2)
+            first = client.err.decode().splitlines()[0]
+            self.assertEqual(first, f"chat: --connect: trustRoots={path}: {problem}")
+            self.assertNotIn(b"Traceback", client.err)
+
+    async def test_port_and_version(self) -> None:
+        """
+        Bug 6: a port that is not a number says so plainly (status 2);
+        --version prints this package's version, from the chat command
+        too.
+        """
+        client = await run_client(self, ["-p", "notaport"], b"")
+        self.assertEqual(client.code, 2)
+        self.assertEqual(
+            client.err.decode().splitlines()[0],
+            "chat: --port: 'notaport' is not a port number (1-65535)",
+        )
+        version = await run_client(self, ["--version"], b"")
+        self.assertEqual((version.code, version.out), (0, f"chat {chat.__version__}\n".encode()))
+        script = os.path.join(os.path.dirname(sys.executable), "chat")
+        self.assertTrue(os.path.exists(script), "the chat console script is not installed")
+        done = subprocess.run(
+            [script, "--version"], capture_output=True, env=client_env(self), timeout=PATIENCE
+        )
+        self.assertEqual(done.stdout, f"chat {chat.__version__}\n".encode())
+
+    async def test_long_history_not_cut(self) -> None:
+        """
+        Bug 2: a server still sending a long history when the input ends
+        (here in pieces 0.1 s apart for about a second, with --wait 0.3):
+        everything is shown, ending with the user's own message.
+        """
+        port, _ = await start_field_server(self, newline=True, drip=(0.1, 4096), extra_history=400)
+        client = await run_client(
+            self, ["--wait", "0.3", "--port", str(port)], b"login bot\nmsg hi\n"
+        )
+        self.assertEqual(client.code, 0, client.err)
+        self.assertEqual(len(client.lines), 1 + 402 + 1, client.lines[-3:])
+        self.assertTrue(client.lines[-1].endswith("<bot> hi"), client.lines[-3:])
+
+    async def test_slow_answer_awaited(self) -> None:
+        """
+        Bug 2: a server silent for longer than --wait before it answers:
+        the client waits for the answers, not for a fixed time.
+        """
+        port, _ = await start_field_server(self, newline=True, drip=(0.01, 1 << 20), delay=1.0)
+        client = await run_client(
+            self, ["--wait", "0.2", "--port", str(port)], b"login bot\nnames\n"
+        )
+        self.assertEqual(client.code, 0, client.err)
+        self.assertEqual(client.lines[-1], "12:00:00 [info] bot")
+
+    async def test_missing_answer_fails(self) -> None:
+        """
+        A request the server never answers: after --timeout seconds of
+        quiet the client gives up, and the exit status says so.
+        """
+        port, _ = await start_field_server(self, newline=True, ignore={"names"})
+        client = await run_client(
+            self,
+            ["--wait", "0.1", "--timeout", "0.5", "--port", str(port)],
+            b"login bot\nnames\n",
+        )
+        self.assertEqual(client.code, 1)
+        self.assertEqual(
+            client.err, b"chat: no answer from the server to 1 request (names) in 0.5 seconds\n"
+        )
+
+    async def test_me_and_quit(self) -> None:
+        """
+        /me sends a standard msg whose content is "/me ...", shown as an
+        action; /quit logs out and ends the session (nothing after it is
+        sent); /clear sends nothing.
+        """
+        port, factory = await start_field_server(self, newline=True)
+        client = await run_client(
+            self,
+            ["--port", str(port)],
+            b"login bot\n/me waves\n/clear\n/quit\nmsg never sent\n",
+        )
+        self.assertEqual(client.code, 0, client.err)
+        self.assertEqual(
+            [json.loads(r) for r in b"".join(factory.received).splitlines()],
+            [
+                {"request": "login", "content": "bot"},
+                {"request": "msg", "content": "/me waves"},
+                {"request": "logout", "content": None},
+            ],
+        )
+        self.assertIn("12:00:00 * bot waves", client.lines)
+
+    async def test_config_file(self) -> None:
+        """
+        The config file gives the server (so no option is needed); its name
+        is not used in plain mode unless --name says so.
+        """
+        port, factory = await start_field_server(self, newline=True)
+        env = client_env(self)
+        os.makedirs(os.path.join(env["XDG_CONFIG_HOME"], "chat"))
+        with open(os.path.join(env["XDG_CONFIG_HOME"], "chat", "config.ini"), "w") as f:
+            f.write(f"[client]\nhost = 127.0.0.1\nport = {port}\nname = alice\n")
+        client = await run_client(self, [], b"names\n", env=env)
+        self.assertEqual(client.code, 0, client.err)
+        self.assertEqual(client.lines, ["12:00:00 [info]"])
+        client = await run_client(self, ["--name", "bob"], b"names\n", env=env)
+        self.assertEqual(client.code, 0, client.err)
+        self.assertEqual(client.lines[-1], "12:00:00 [info] bob")

@@ -461,15 +461,12 @@ class ChatSession:
         self._relogin_call: Optional[IDelayedCall] = None
         self._attached_before = False
         self._stopping = False
-        factory = Factory.forProtocol(
-            lambda: ChatClientProtocol(self, clock, max_size=max_size, names=self.names)
-        )
+        self._max_size = max_size
         self.service = ClientService(
             _NoticingEndpoint(endpoint, self._attempt_failed),
-            factory,
+            Factory.forProtocol(self._new_protocol),
             retryPolicy=self._retry_delay,
             clock=clock,
-            prepareConnection=self._prepare,
         )
 
     @property
@@ -486,7 +483,8 @@ class ChatSession:
         """
         self.service.startService()
         try:
-            await self.service.whenConnected(failAfterFailures=1)
+            chat = await self.service.whenConnected(failAfterFailures=1)
+            await chat.when_ready()
         except BaseException:
             self._stopping = True
             # Not from inside the service's own call that failed us.
@@ -503,27 +501,28 @@ class ChatSession:
 
     def _attempt_failed(self, reason: Failure) -> None:
         self._last_failure = describe_error(reason.value)
+        return None
 
-    def _prepare(self, protocol: Any) -> Deferred:
-        def attach(chat: ChatClientProtocol) -> None:
-            if self._stopping:
-                chat.close()
-                return
-            self.protocol = chat
-            chat.on_reply = self._replied
-            chat.ended.addCallback(self._lost, chat)
-            if self._attached_before:
-                self.view.notice("Connected again.")
-                if self.username is not None:
-                    self._relogin_tries = 0
-                    self._relogin()
-            self._attached_before = True
+    def _new_protocol(self) -> ChatClientProtocol:
+        chat = ChatClientProtocol(self, self.clock, max_size=self._max_size, names=self.names)
+        # Not ClientService's prepareConnection: a connection lost while
+        # being prepared (a failed TLS handshake) is a state it cannot take.
+        chat.when_ready().addCallbacks(self._attach, self._attempt_failed)
+        return chat
 
-        def failed(reason: Failure) -> Failure:
-            self._attempt_failed(reason)
-            return reason
-
-        return protocol.when_ready().addCallbacks(attach, failed)
+    def _attach(self, chat: ChatClientProtocol) -> None:
+        if self._stopping:
+            chat.close()
+            return
+        self.protocol = chat
+        chat.on_reply = self._replied
+        chat.ended.addCallback(self._lost, chat)
+        if self._attached_before:
+            self.view.notice("Connected again.")
+            if self.username is not None:
+                self._relogin_tries = 0
+                self._relogin()
+        self._attached_before = True
 
     def _retry_delay(self, attempt: int) -> float:
         delay = self._policy(attempt)
