@@ -15,13 +15,12 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
 import signal
+import shutil
 import struct
 import subprocess
 import sys
 import termios
-import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import pyte
@@ -98,9 +97,9 @@ class _MasterReader:
         return self.screen.cursor.x, self.screen.cursor.y
 
 
-class InteractiveTests(TestCase):
+class PtyTestCase(TestCase):
     """
-    The client in interactive mode on a pseudo-terminal.
+    Runs the client in interactive mode on a pseudo-terminal.
     """
 
     def start(
@@ -120,7 +119,9 @@ class InteractiveTests(TestCase):
         reactor.addReader(reader)
         self.addCleanup(reactor.removeReader, reader)
         client = _ClientProcess(None)
-        argv = [sys.executable, "-m", "chat.client", "--host", "127.0.0.1", "--port", str(port)]
+        argv = [sys.executable, "-m", "chat.client"]
+        if port:
+            argv += ["--host", "127.0.0.1", "--port", str(port)]
         argv += args or []
         transport = reactor.spawnProcess(
             client,
@@ -147,7 +148,7 @@ class InteractiveTests(TestCase):
         height = screen.screen.lines
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
         screen.screen.resize(height, width)
-        client.transport.signalProcess("WINCH")
+        client.transport.signalProcess(signal.SIGWINCH)
 
     def assert_restored(self, slave: int) -> None:
         """
@@ -156,6 +157,12 @@ class InteractiveTests(TestCase):
         """
         self.assertEqual(termios.tcgetattr(slave), self.saved)
         self.assertFalse(fcntl.fcntl(slave, fcntl.F_GETFL) & os.O_NONBLOCK)
+
+
+class InteractiveTests(PtyTestCase):
+    """
+    The client in interactive mode on a pseudo-terminal.
+    """
 
     async def test_message_while_typing(self) -> None:
         """
@@ -332,3 +339,157 @@ class ResizeTests(TestCase):
         await wait_for(lambda: factory.received, "the request")
         await wait_for(lambda: len(b"".join(factory.received).splitlines()) == 1, "one request")
         self.assertEqual(json.loads(b"".join(factory.received))["content"], text[4:])
+
+
+class InteractiveFeatureTests(PtyTestCase):
+    """
+    What irssi and weechat users expect (issue 11), in a pseudo-terminal.
+    """
+
+    async def test_paste_is_one_message(self) -> None:
+        """
+        A bracketed paste of several lines after "msg " goes into the line
+        (line breaks shown as ↵) and Enter sends one request with the line
+        breaks in its content; a pasted line starting with logout does not
+        log out.
+        """
+        port, factory = await start_field_server(self, newline=True)
+        client, screen, slave = self.start(port)
+        await wait_for(lambda: "Connected to" in screen.text(), "the greeting")
+        self.assertIn(b"\x1b[?2004h", screen.raw)
+        os.write(screen.fd, b"msg ")
+        pasted = b'Traceback (most recent call last):\r  File "x.py", line 1\rlogout now\r'
+        os.write(screen.fd, b"\x1b[200~" + pasted + b"\x1b[201~")
+        await wait_for(lambda: "\u21b5logout now" in screen.rows()[-1], "the pasted text")
+        self.assertEqual(factory.received, [])
+        os.write(screen.fd, b"\r")
+        await wait_for(lambda: factory.received, "the request")
+        os.write(screen.fd, b"\x04")
+        await client.ended
+        requests = [json.loads(r) for r in b"".join(factory.received).splitlines()]
+        self.assertEqual(
+            requests,
+            [
+                {
+                    "request": "msg",
+                    "content": 'Traceback (most recent call last):\n  File "x.py", line 1\n'
+                    "logout now",
+                }
+            ],
+        )
+        self.assertIn(b"\x1b[?2004l", screen.raw)
+        self.assert_restored(slave)
+
+    async def test_reconnect(self) -> None:
+        """
+        The server stops and starts again on the same port: the client says
+        so, reconnects, logs in again under the same name and carries on;
+        the line being typed is kept and then sent.
+        """
+        port, server = await start_server(self)
+        client, screen, slave = self.start(port)
+        await wait_for(lambda: "Connected to" in screen.text(), "the greeting")
+        os.write(screen.fd, b"login alice\r")
+        await wait_for(lambda: "Login successful" in screen.text(), "the login reply")
+        os.write(screen.fd, b"msg still here")
+        await wait_for(lambda: screen.rows()[-1] == "> msg still here", "the partial line")
+        server.transport.signalProcess("KILL")
+        await server.ended
+        await wait_for(lambda: "Reconnecting in" in screen.text(), "the reconnect notice")
+        self.assertEqual(screen.rows()[-1], "> msg still here")
+        await start_server(self, listen=f"tcp:{port}:interface=127.0.0.1")
+        await wait_for(lambda: "Logged in again as alice" in screen.text(), "the new login")
+        self.assertEqual(screen.rows()[-1], "> msg still here")
+        os.write(screen.fd, b"\r")
+        await wait_for(lambda: "<alice> still here" in screen.text(), "the message")
+        os.write(screen.fd, b"\x04")
+        await client.ended
+        self.assertEqual(client.code, 0)
+        self.assert_restored(slave)
+
+    async def test_untrusted_tls_never_connected(self) -> None:
+        """
+        Bug 5: with a certificate that is not trusted, "Connected" is never
+        shown; the client says it cannot connect and exits 1.
+        """
+        from tests.test_client_process import start_tls_field_server
+
+        port, _, _ = await start_tls_field_server(self, newline=True)
+        client, screen, slave = self.start(0, args=["--connect", f"tls:localhost:{port}"])
+        await client.ended
+        await wait_for(lambda: "cannot connect" in screen.text(), "the error")
+        self.assertEqual(client.code, 1)
+        self.assertNotIn("Connected", screen.text())
+        self.assert_restored(slave)
+
+    async def test_history_kept_and_config_name(self) -> None:
+        """
+        With a name in the config file, the client alone connects and logs
+        in; lines typed are kept in $XDG_DATA_HOME/chat/history and come
+        back with Up in the next session.
+        """
+        port, factory = await start_field_server(self, newline=True)
+        env = client_env(self, TERM="xterm")
+        os.makedirs(os.path.join(env["XDG_CONFIG_HOME"], "chat"))
+        with open(os.path.join(env["XDG_CONFIG_HOME"], "chat", "config.ini"), "w") as f:
+            f.write(f"[client]\nconnect = tcp:host=127.0.0.1:port={port}\nname = carol\n")
+        client, screen, _ = self.start(0, env=env)
+        await wait_for(lambda: "Login successful" in screen.text(), "the automatic login")
+        os.write(screen.fd, b"msg remembered\r")
+        await wait_for(lambda: "<carol> remembered" in screen.text(), "the message")
+        os.write(screen.fd, b"\x04")
+        await client.ended
+        history = os.path.join(env["XDG_DATA_HOME"], "chat", "history")
+        self.assertEqual(os.stat(history).st_mode & 0o777, 0o600)
+        client, screen, _ = self.start(0, env=env)
+        await wait_for(lambda: "Login successful" in screen.text(), "the second login")
+        os.write(screen.fd, b"\x1b[A")
+        await wait_for(lambda: screen.rows()[-1] == "> msg remembered", "the recalled line")
+        os.write(screen.fd, b"\x15\x04")
+        await client.ended
+
+    async def test_mention_bell_and_action(self) -> None:
+        """
+        With --bell, a message that mentions the user rings the bell;
+        /me shows as an action; /quit logs out and quits.
+        """
+        port, factory = await start_field_server(self, newline=True)
+        client, screen, slave = self.start(port, args=["--bell"])
+        await wait_for(lambda: "Connected to" in screen.text(), "the greeting")
+        os.write(screen.fd, b"login alice\r")
+        await wait_for(lambda: "Login successful" in screen.text(), "the login reply")
+        os.write(screen.fd, b"/me waves\r")
+        await wait_for(lambda: "* alice waves" in screen.text(), "the action")
+        self.assertNotIn(b"\x07", screen.raw)
+        bob = ChatClientProtocol(_Recorder(), reactor)
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), bob)
+        self.addCleanup(lambda: bob.transport.abortConnection())
+        bob.send_line("login bob")
+        bob.send_line("msg hi alice, welcome")
+        await wait_for(lambda: "hi alice, welcome" in screen.text(), "the mention")
+        self.assertIn(b"\x07", screen.raw)
+        os.write(screen.fd, b"/quit\r")
+        await client.ended
+        self.assertEqual(client.code, 0)
+        self.assertIn(b'{"request":"logout","content":null}', b"".join(factory.received))
+
+    async def test_resize_without_reflow(self) -> None:
+        """
+        Bug 3 on a terminal that does not reflow (pyte, like xterm): after
+        shrinking, the messages above are all still there and the input
+        line is drawn once, at the bottom.
+        """
+        port, factory = await start_field_server(self, newline=True)
+        client, screen, slave = self.start(port, width=100)
+        await wait_for(lambda: "Connected to" in screen.text(), "the greeting")
+        os.write(screen.fd, b"help\r")
+        await wait_for(lambda: "Unknown request help" in screen.text(), "the reply")
+        text = "msg " + "x" * 76
+        os.write(screen.fd, text.encode())
+        await wait_for(lambda: screen.rows()[-1] == "> " + text, "the typed line")
+        before = screen.rows()[:-1]
+        self.resize(client, screen, slave, 40)
+        await wait_for(lambda: screen.rows()[-1].startswith("> x"), "the redraw")
+        self.assertEqual(screen.rows()[:-1], [row[:40] for row in before])
+        os.write(screen.fd, b"\x15\x04")
+        await client.ended

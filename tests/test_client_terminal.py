@@ -7,8 +7,10 @@ output played into Twisted's in-memory terminal emulator to see the screen.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, List, Set
 
+import pyte
 from twisted.conch.insults import helper, insults
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
@@ -44,6 +46,7 @@ class Screen:
 
     def __init__(self, width: int = 80) -> None:
         self.client = FakeClient()
+        self.raw = b""
         self.quits = 0
         self.console = ChatConsole(Renderer(multiline=True), lambda: (width, 24))
         self.console.client = self.client  # type: ignore[assignment]
@@ -62,7 +65,11 @@ class Screen:
         self.flush()
 
     def flush(self) -> None:
-        self.emulator.dataReceived(self.output.value())
+        data = self.output.value()
+        self.raw += data
+        # Twisted's emulator cannot parse private modes (bracketed paste,
+        # the alternate screen); the tests look for those in raw.
+        self.emulator.dataReceived(re.sub(rb"\x1b\[\?[0-9;]*[hl]", b"", data))
         self.output.clear()
 
     def type(self, keys: bytes) -> None:
@@ -324,3 +331,94 @@ class FrontEndChoiceTests(TestCase):
         self.assertIsInstance(self.choose(True, {"TERM": "xterm"}, "--plain"), PlainFrontEnd)
         json_front = self.choose(True, {}, "--json")
         self.assertEqual(json_front.formatter({"a": 1}), (['{"a":1}'], False))
+
+
+class ConsoleFeatureTests(TestCase):
+    """
+    Paste, scrollback, /clear and the bell in the line editor.
+    """
+
+    def test_paste_split_anywhere(self) -> None:
+        """
+        A bracketed paste is one insertion however the bytes are split,
+        line breaks kept, tabs as spaces; Enter sends it as one line.
+        """
+        data = b"msg \x1b[200~one\r\ttwo\r\n\x1b[201~!\r"
+        for size in range(1, len(data) + 1):
+            s = Screen()
+            for i in range(0, len(data), size):
+                s.type(data[i : i + size])
+            self.assertEqual(s.client.lines, ["msg one\n    two!"], size)
+
+    def test_page_up_and_down(self) -> None:
+        """
+        Page Up shows earlier lines on the alternate screen with a status
+        line; lines arriving meanwhile wait below; Page Down returns and
+        shows them. (The screen is read through pyte here: Twisted's
+        emulator does not take the alternate screen.)
+        """
+        s = Screen()
+        for i in range(60):
+            s.show(f"line {i:02}")
+        s.type(b"abc")
+        s.type(b"\x1b[5~")
+        self.assertIn(b"\x1b[?1049h", s.raw)
+
+        def rows() -> List[str]:
+            screen = pyte.Screen(80, 24)
+            pyte.ByteStream(screen).feed(s.raw)
+            return [row.rstrip() for row in screen.display]
+
+        self.assertEqual(rows()[0], "line 16")
+        self.assertEqual(rows()[21], "line 37")
+        self.assertEqual(rows()[22], "-- 22 lines below; Page Down to go back --")
+        self.assertEqual(rows()[23], "> abc")
+        s.show("news")
+        self.assertEqual(rows()[21], "line 37")
+        self.assertEqual(rows()[22], "-- 23 lines below, 1 new; Page Down to go back --")
+        s.type(b"\x1b[6~")
+        self.assertEqual(
+            rows()[21:], ["line 37", "-- 1 lines below, 1 new; Page Down to go back --", "> abc"]
+        )
+        s.type(b"\x1b[6~")
+        self.assertIn(b"\x1b[?1049l\r\x1b[Knews\r\n", s.raw)
+        self.assertTrue(s.raw.endswith(b"\r> abc\x1b[K\r\x1b[5C"), s.raw[-40:])
+
+    def test_clear(self) -> None:
+        """
+        /clear scrolls the screen's lines away (into the terminal's
+        scrollback) and leaves the input line at the top; nothing is sent.
+        """
+        s = Screen()
+        s.show("old one", "old two")
+        s.type(b"/clear\r")
+        self.assertEqual(s.lines(), ["> "])
+        self.assertEqual(s.client.lines, [])
+
+    def test_bell(self) -> None:
+        """
+        A highlighted line rings the bell only when the bell is on.
+        """
+        s = Screen()
+        s.show("x")
+        s.console.show(["y"], ring=True)
+        s.console.bell = True
+        s.console.show(["z"], ring=False)
+        s.flush()
+        self.assertNotIn(b"\x07", s.raw)
+        s.console.show(["w"], ring=True)
+        s.flush()
+        self.assertIn(b"\x07", s.raw)
+
+    def test_enter_while_disconnected(self) -> None:
+        """
+        Enter while the connection is down keeps the line and says why.
+        """
+        s = Screen()
+        s.client.connected = False
+        s.type(b"msg wait\r")
+        self.assertEqual(s.client.lines, [])
+        self.assertEqual(s.row(), "> msg wait")
+        s.client.connected = True
+        s.type(b"\r")
+        self.assertEqual(s.client.lines, ["msg wait"])
