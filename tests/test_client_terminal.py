@@ -378,7 +378,7 @@ class ConsoleFeatureTests(TestCase):
         self.assertEqual(rows()[22], "-- 23 lines below, 1 new; Page Down to go back --")
         s.type(b"\x1b[6~")
         self.assertEqual(
-            rows()[21:], ["line 37", "-- 1 lines below, 1 new; Page Down to go back --", "> abc"]
+            rows()[21:], ["line 59", "-- 1 lines below, 1 new; Page Down to go back --", "> abc"]
         )
         s.type(b"\x1b[6~")
         self.assertIn(b"\x1b[?1049l\r\x1b[Knews\r\n", s.raw)
