@@ -6,9 +6,10 @@ and the client protocol over a L{StringTransport} with a fake clock.
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import date
-from typing import Any, List
+from typing import Any, Dict, List
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -22,7 +23,8 @@ from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
 from chat.client.cli import Options
-from chat.client.commands import parse_input
+from chat.client.commands import local_command, parse_input
+from chat.client.config import InputHistory, config_path, history_path
 from chat.client.connection import REQUEST_GAP, ChatClientProtocol, IChatView, describe_error
 from chat.client.display import Renderer, format_json, interpret, names_from, neutralise
 from chat.wire import DecodeError
@@ -771,3 +773,153 @@ class AnswerTests(TestCase):
         failed.when_ready().addBoth(outcome.append)
         failed.connectionLost(Failure(ierror.ConnectionLost("handshake failed")))
         self.assertIsInstance(outcome[0], Failure)
+
+
+class CommandAndDisplayTests(TestCase):
+    """
+    /me, the client's own commands, actions and highlights.
+    """
+
+    def test_me_and_local_commands(self) -> None:
+        """
+        /me TEXT is a standard msg with the content "/me TEXT"; /quit and
+        /clear are the client's own; without the slash they are requests.
+        """
+        self.assertEqual(parse_input("/me waves"), ("msg", "/me waves"))
+        self.assertEqual(parse_input("/ME  waves\nagain"), ("msg", "/me waves\nagain"))
+        self.assertEqual(parse_input("/me"), ("me", None))
+        self.assertEqual(parse_input("msg a\nb"), ("msg", "a\nb"))
+        self.assertEqual((local_command("/quit"), local_command(" /CLEAR ")), ("quit", "clear"))
+        self.assertEqual((local_command("quit"), local_command("/names")), (None, None))
+
+    def test_actions(self) -> None:
+        """
+        A message whose content starts with "/me " shows as an action, in
+        the history too; other messages do not.
+        """
+        r = Renderer()
+        [line] = r.lines(interpret(response("message", "/me waves", "alice"))[0])
+        self.assertEqual(line, "12:00:00 * alice waves".replace("12:00:00", r.time(TS)))
+        history = interpret(response("history", [json.dumps(response("message", "/me x", "bo"))]))
+        self.assertTrue(r.lines(history[0])[0].endswith("[history] * bo x"))
+        [plain] = r.lines(interpret(response("message", "/men at work", "alice"))[0])
+        self.assertTrue(plain.endswith("<alice> /men at work"))
+
+    def test_mentions(self) -> None:
+        """
+        A live message from someone else naming the user as a word stands
+        out (reverse video); the user's own, history, and names inside
+        other words do not; nothing does before login.
+        """
+        me: List[Any] = [None]
+        r = Renderer(colour=True, me=lambda: me[0])
+        hi = interpret(response("message", "hi Alice!", "bob"))[0]
+        self.assertFalse(r.highlighted(hi))
+        me[0] = "alice"
+        self.assertTrue(r.highlighted(hi))
+        self.assertIn("\x1b[7mhi Alice!", r.lines(hi)[0])
+        for entry in [
+            interpret(response("message", "hi alice", "ALICE"))[0],
+            interpret(response("message", "malice", "bob"))[0],
+            interpret(response("history", [response("message", "alice", "bob")]))[0],
+            interpret(response("info", "alice"))[0],
+        ]:
+            self.assertFalse(r.highlighted(entry), entry)
+        self.assertFalse(Renderer(colour=True, me=lambda: "alice", rules=[]).highlighted(hi))
+
+
+class ConfigTests(TestCase):
+    """
+    The config file and the input history file.
+    """
+
+    def write_config(self, text: str) -> Dict[str, str]:
+        home = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(home, "chat"))
+        with open(os.path.join(home, "chat", "config.ini"), "w") as f:
+            f.write(text)
+        return {"XDG_CONFIG_HOME": home}
+
+    def test_defaults_from_file(self) -> None:
+        """
+        The file gives host, port, name and bell; the command line wins.
+        """
+        env = self.write_config("[client]\nhost = h.example\nport = 1234\nname = al\nbell = yes\n")
+        options = Options(env)
+        options.parseOptions([])
+        self.assertEqual(
+            (options["host"], options["port"], options.login_name), ("h.example", 1234, "al")
+        )
+        self.assertTrue(options["bell"] and options.name_from_config)
+        options = Options(env)
+        options.parseOptions(["-p", "99", "-n", "bo"])
+        self.assertEqual(
+            (options["host"], options["port"], options.login_name), ("h.example", 99, "bo")
+        )
+        options = Options(env)
+        options.parseOptions(["-c", "unix:path=/x"])
+        self.assertEqual(options.target(), "unix:path=/x")
+        options = Options(env)
+        options.parseOptions(["--no-config"])
+        self.assertEqual((options["host"], options.login_name), ("localhost", None))
+
+    def test_bad_files(self) -> None:
+        """
+        A bad value, an unknown option or a file that is not INI is one
+        line naming the file.
+        """
+        for text, phrase in [
+            ("[client]\nport = x\n", "port: 'x' is not a port number"),
+            ("[client]\ncolour = on\n", "[client] has no option 'colour'"),
+            ("port = 1\n", "not a valid INI file"),
+            ("[client]\nname = a b\n", "name: 'a b' is not a username"),
+        ]:
+            env = self.write_config(text)
+            with self.assertRaises(usage.UsageError) as caught:
+                Options(env).parseOptions([])
+            message = str(caught.exception)
+            self.assertIn(phrase, message)
+            self.assertIn(env["XDG_CONFIG_HOME"], message)
+            self.assertNotIn("\n", message)
+
+    def test_paths(self) -> None:
+        """
+        XDG variables when set to absolute paths, else the defaults in ~.
+        """
+        self.assertEqual(config_path({"XDG_CONFIG_HOME": "/c"}), "/c/chat/config.ini")
+        self.assertEqual(history_path({"XDG_DATA_HOME": "/d"}), "/d/chat/history")
+        home = os.path.expanduser("~")
+        self.assertEqual(
+            history_path({"XDG_DATA_HOME": "rel"}), f"{home}/.local/share/chat/history"
+        )
+        self.assertEqual(config_path({}), f"{home}/.config/chat/config.ini")
+
+    def test_input_history(self) -> None:
+        """
+        Lines (a pasted one with line breaks too) come back in order; the
+        file is the user's alone and is cut back to its size.
+        """
+        path = os.path.join(os.path.abspath(self.mktemp()), "chat", "history")
+        history = InputHistory(path, size=3)
+        self.assertEqual(history.load(), [])
+        for line in ["one", "two\nlines", "three"]:
+            history.add(line)
+        self.assertEqual(InputHistory(path, size=3).load(), ["one", "two\nlines", "three"])
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+        for i in range(100):
+            history.add(f"n{i}")
+        with open(path) as f:
+            # Cut back to 3 at the 100th line added, then 3 more.
+            self.assertEqual(len(f.read().splitlines()), 6)
+        self.assertEqual(InputHistory(path, size=3).load(), ["n97", "n98", "n99"])
+
+    def test_history_problem(self) -> None:
+        """
+        A history that cannot be written is reported once, not raised.
+        """
+        blocker = os.path.abspath(self.mktemp())
+        open(blocker, "w").close()
+        history = InputHistory(os.path.join(blocker, "chat", "history"))
+        history.add("x")
+        self.assertIn("cannot keep the input history", history.problem or "")
+        history.add("y")

@@ -26,9 +26,11 @@ from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
 from twisted.internet.error import DNSLookupError
 from twisted.trial.unittest import TestCase
+from zope.interface import implementer
 
 import chat
 from chat.client import cli
+from chat.client.connection import IChatView
 from chat.wire import DecodeError, StreamDecoder
 from tests.support import LISTENING, TWISTD, child_env
 
@@ -805,3 +807,53 @@ class IssueTests(TestCase):
         client = await run_client(self, ["--name", "bob"], b"names\n", env=env)
         self.assertEqual(client.code, 0, client.err)
         self.assertEqual(client.lines[-1], "12:00:00 [info] bob")
+
+
+class SessionTests(TestCase):
+    """
+    L{ChatSession} in process against a field server on loopback: the
+    reconnect and the login again.
+    """
+
+    async def test_login_again_while_name_taken(self) -> None:
+        """
+        After a drop the session reconnects and logs in again; while the
+        server still holds the name ("Username taken") it retries the login
+        until it is accepted.
+        """
+        from chat.client import connection
+        from chat.client.connection import ChatSession
+
+        self.patch(connection, "RELOGIN_DELAY", 0.05)
+        port, factory = await start_field_server(self, newline=True)
+        notices: List[str] = []
+
+        @implementer(IChatView)
+        class View:
+            def received(self, value: Any) -> None:
+                pass
+
+            def notice(self, text: str) -> None:
+                notices.append(text)
+
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        session = ChatSession(endpoint, View(), reactor, retry_policy=lambda attempt: 0.05)
+        await session.start()
+        self.addCleanup(lambda: session.quit() or session.ended)
+        session.send_request("login", "alice")
+        await wait_for(lambda: session.username == "alice", "the first login")
+        factory.style["taken"] = {"alice"}
+        factory.connections[0].transport.loseConnection()
+        await wait_for(lambda: "Logged in again as alice." in notices, "the login again")
+        self.assertEqual(
+            notices,
+            [
+                "The server closed the connection.",
+                "Reconnecting in 0.1 s (Ctrl-D quits).",
+                "Connected again.",
+                "Logged in again as alice.",
+            ],
+        )
+        logins = [json.loads(r) for r in b"".join(factory.received).splitlines() if b'"login"' in r]
+        self.assertEqual(len(logins), 3)
+        self.assertEqual(session.username, "alice")
