@@ -333,8 +333,8 @@ class ChatClientProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         for value in self.decoder.feed(data):
-            self._note(value)
             self.view.received(value)
+            self._note(value)
             if isinstance(value, DecodeError) and value.fatal:
                 self._failure = "the server sent a response too large to take"
                 self._closing = True
