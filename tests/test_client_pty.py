@@ -15,8 +15,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import signal
 import shutil
+import signal
 import struct
 import subprocess
 import sys
