@@ -410,9 +410,10 @@ class RecordingView:
         self.values.append(("notice", text))
 
 
-class ProtocolTests(TestCase):
+class ConnectedTestCase(TestCase):
     """
-    L{ChatClientProtocol} over a L{StringTransport}.
+    Sets up a L{ChatClientProtocol} on a L{StringTransport} with a fake
+    clock, its endings recorded.
     """
 
     def setUp(self) -> None:
@@ -423,6 +424,12 @@ class ProtocolTests(TestCase):
         self.proto.makeConnection(self.transport)
         self.endings: List[Any] = []
         self.proto.ended.addCallback(self.endings.append)
+
+
+class ProtocolTests(ConnectedTestCase):
+    """
+    L{ChatClientProtocol} over a L{StringTransport}.
+    """
 
     def sent(self) -> List[bytes]:
         data = self.transport.value()
@@ -645,20 +652,11 @@ class OptionsTests(TestCase):
         self.assertEqual(describe_error(ierror.ConnectError(111)), "connection refused")
 
 
-class AnswerTests(TestCase):
+class AnswerTests(ConnectedTestCase):
     """
     Answers matched to requests: when a logout counts, when plain mode may
     stop waiting, and TLS.
     """
-
-    def setUp(self) -> None:
-        self.clock = Clock()
-        self.view = RecordingView()
-        self.proto = ChatClientProtocol(self.view, self.clock)
-        self.transport = StringTransport()
-        self.proto.makeConnection(self.transport)
-        self.endings: List[Any] = []
-        self.proto.ended.addCallback(self.endings.append)
 
     def receive(self, kind: str, content: Any, sender: str = "server") -> None:
         self.proto.dataReceived(json.dumps(response(kind, content, sender)).encode() + b"\n")

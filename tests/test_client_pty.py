@@ -27,9 +27,9 @@ import pyte
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.trial.unittest import SkipTest, TestCase
-from zope.interface import implementer
 
-from chat.client.connection import ChatClientProtocol, IChatView
+from chat.client.connection import ChatClientProtocol
+from tests.test_client import RecordingView
 from tests.test_client_process import (
     REPO,
     _ClientProcess,
@@ -39,18 +39,6 @@ from tests.test_client_process import (
     temp_dir,
     wait_for,
 )
-
-
-@implementer(IChatView)
-class _Recorder:
-    def __init__(self) -> None:
-        self.values: List[Any] = []
-
-    def received(self, value: Any) -> None:
-        self.values.append(value)
-
-    def notice(self, text: str) -> None:
-        pass
 
 
 class _MasterReader:
@@ -158,6 +146,16 @@ class PtyTestCase(TestCase):
         self.assertEqual(termios.tcgetattr(slave), self.saved)
         self.assertFalse(fcntl.fcntl(slave, fcntl.F_GETFL) & os.O_NONBLOCK)
 
+    async def quit_cleanly(self, client: _ClientProcess, screen: _MasterReader, slave: int) -> None:
+        """
+        Ctrl-D on an empty line: the client exits 0 and restores the
+        terminal.
+        """
+        os.write(screen.fd, b"\x04")
+        await client.ended
+        self.assertEqual(client.code, 0)
+        self.assert_restored(slave)
+
 
 class InteractiveTests(PtyTestCase):
     """
@@ -179,7 +177,7 @@ class InteractiveTests(PtyTestCase):
         os.write(screen.fd, b"msg hello wor")
         await wait_for(lambda: screen.rows()[-1] == "> msg hello wor", "the partial line")
 
-        bob_view = _Recorder()
+        bob_view = RecordingView()
         bob = ChatClientProtocol(bob_view, reactor)
         await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), bob)
         self.addCleanup(lambda: bob.transport.abortConnection())
@@ -202,10 +200,7 @@ class InteractiveTests(PtyTestCase):
         self.assertEqual(message["content"], "hello world")
         await wait_for(lambda: "<alice> hello world" in screen.text(), "the echo")
 
-        os.write(screen.fd, b"\x04")
-        await client.ended
-        self.assertEqual(client.code, 0)
-        self.assert_restored(slave)
+        await self.quit_cleanly(client, screen, slave)
 
     async def test_ctrl_c(self) -> None:
         """
@@ -402,10 +397,7 @@ class InteractiveFeatureTests(PtyTestCase):
         self.assertEqual(screen.rows()[-1], "> msg still here")
         os.write(screen.fd, b"\r")
         await wait_for(lambda: "<alice> still here" in screen.text(), "the message")
-        os.write(screen.fd, b"\x04")
-        await client.ended
-        self.assertEqual(client.code, 0)
-        self.assert_restored(slave)
+        await self.quit_cleanly(client, screen, slave)
 
     async def test_untrusted_tls_never_connected(self) -> None:
         """
@@ -461,7 +453,7 @@ class InteractiveFeatureTests(PtyTestCase):
         os.write(screen.fd, b"/me waves\r")
         await wait_for(lambda: "* alice waves" in screen.text(), "the action")
         self.assertNotIn(b"\x07", screen.raw)
-        bob = ChatClientProtocol(_Recorder(), reactor)
+        bob = ChatClientProtocol(RecordingView(), reactor)
         await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), bob)
         self.addCleanup(lambda: bob.transport.abortConnection())
         bob.send_line("login bob")

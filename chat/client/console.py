@@ -768,13 +768,7 @@ class InteractiveFrontEnd:
         if self._io is None:
             return defer.succeed(None)
         self.console.finish()
-        d = flush_and_close(self.reactor, self._io, self.console.lost)
-
-        def restore(result: Any) -> Any:
-            self.restore()
-            return result
-
-        return d.addBoth(restore)
+        return flush_and_close(self.reactor, self._io, self.console.lost, self.restore)
 
     def restore(self) -> None:
         """

@@ -154,14 +154,10 @@ class PlainFrontEnd:
     def stop(self) -> defer.Deferred:
         if self._input is None:
             return defer.succeed(None)
-        d = flush_and_close(self.reactor, self._io, self._input.lost)
-
-        def restore(result: Any) -> Any:
-            if self._flags is not None:
-                self._flags.restore()
-            return result
-
-        return d.addBoth(restore)
+        flags = self._flags
+        return flush_and_close(
+            self.reactor, self._io, self._input.lost, flags.restore if flags else lambda: None
+        )
 
 
 def plain_formatter(renderer: Renderer) -> Callable[[Any], Any]:

@@ -6,7 +6,7 @@ waiting forever, and giving the shell back their file flags.
 from __future__ import annotations
 
 import fcntl
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 from twisted.internet import defer, stdio
 
@@ -15,19 +15,30 @@ FLUSH_TIMEOUT = 2.0
 
 
 def flush_and_close(
-    reactor: Any, io: Optional[stdio.StandardIO], lost: defer.Deferred
+    reactor: Any,
+    io: Optional[stdio.StandardIO],
+    lost: defer.Deferred,
+    then: Callable[[], None] = lambda: None,
 ) -> defer.Deferred:
     """
-    Let L{StandardIO} write what it holds, then close it; fire when it is
-    closed (C{lost} fired), or after L{FLUSH_TIMEOUT} seconds for a reader
-    that stopped reading our output.
+    Let L{StandardIO} write what it holds, then close it; call C{then}
+    (which gives the terminal back) and fire when it is closed (C{lost}
+    fired), or after L{FLUSH_TIMEOUT} seconds for a reader that stopped
+    reading our output.
     """
     if io is None or lost.called:
-        return defer.succeed(None)
-    io.loseConnection()
-    waiting: defer.Deferred = defer.Deferred()
-    lost.addBoth(lambda _: None if waiting.called else waiting.callback(None))
-    return waiting.addTimeout(FLUSH_TIMEOUT, reactor, onTimeoutCancel=lambda *_: None)
+        waiting: defer.Deferred = defer.succeed(None)
+    else:
+        io.loseConnection()
+        waiting = defer.Deferred()
+        lost.addBoth(lambda _: None if waiting.called else waiting.callback(None))
+        waiting.addTimeout(FLUSH_TIMEOUT, reactor, onTimeoutCancel=lambda *_: None)
+
+    def done(result: Any) -> Any:
+        then()
+        return result
+
+    return waiting.addBoth(done)
 
 
 class FileFlags:
