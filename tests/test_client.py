@@ -6,13 +6,15 @@ and the client protocol over a L{StringTransport} with a fake clock.
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import date
-from typing import Any, List
+from typing import Any, Dict, List
 
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet import error as ierror
+from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python import usage
@@ -20,22 +22,17 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
-from chat.client import (
-    REQUEST_GAP,
-    ChatClientProtocol,
-    IChatView,
-    Options,
-    Renderer,
-    describe_error,
-    format_json,
-    interpret,
-    names_from,
-    neutralise,
-    parse_input,
-)
+from chat.client.cli import Options
+from chat.client.commands import local_command, parse_input
+from chat.client.config import InputHistory, config_path, history_path
+from chat.client.connection import REQUEST_GAP, ChatClientProtocol, IChatView, describe_error
+from chat.client.display import Renderer, format_json, interpret, names_from, neutralise
 from chat.wire import DecodeError
 
 TS = "2026-11-24T12:00:00Z"
+
+#: An environment in which the client finds no config file.
+NO_FILES = {"XDG_CONFIG_HOME": "/nonexistent/chat-test", "XDG_DATA_HOME": "/nonexistent/chat-test"}
 
 
 def response(kind: str, content: Any, sender: str = "server", ts: Any = TS) -> dict:
@@ -409,10 +406,14 @@ class RecordingView:
     def received(self, value: Any) -> None:
         self.values.append(value)
 
+    def notice(self, text: str) -> None:
+        self.values.append(("notice", text))
 
-class ProtocolTests(TestCase):
+
+class ConnectedTestCase(TestCase):
     """
-    L{ChatClientProtocol} over a L{StringTransport}.
+    Sets up a L{ChatClientProtocol} on a L{StringTransport} with a fake
+    clock, its endings recorded.
     """
 
     def setUp(self) -> None:
@@ -423,6 +424,12 @@ class ProtocolTests(TestCase):
         self.proto.makeConnection(self.transport)
         self.endings: List[Any] = []
         self.proto.ended.addCallback(self.endings.append)
+
+
+class ProtocolTests(ConnectedTestCase):
+    """
+    L{ChatClientProtocol} over a L{StringTransport}.
+    """
 
     def sent(self) -> List[bytes]:
         data = self.transport.value()
@@ -599,7 +606,7 @@ class OptionsTests(TestCase):
         """
         localhost port 9998 unless told otherwise.
         """
-        options = Options()
+        options = Options(NO_FILES)
         options.parseOptions([])
         self.assertEqual((options["host"], options["port"]), ("localhost", 9998))
         self.assertEqual(options.target(), "localhost port 9998")
@@ -609,17 +616,19 @@ class OptionsTests(TestCase):
         --connect takes an endpoint description and excludes --host/--port;
         bad ports are refused.
         """
-        options = Options()
+        options = Options(NO_FILES)
         options.parseOptions(["--connect", "unix:path=/tmp/x.sock"])
         self.assertEqual(options.target(), "unix:path=/tmp/x.sock")
-        self.assertRaises(usage.UsageError, Options().parseOptions, ["-c", "tcp:a:1", "-p", "2"])
-        self.assertRaises(usage.UsageError, Options().parseOptions, ["--port", "70000"])
+        self.assertRaises(
+            usage.UsageError, Options(NO_FILES).parseOptions, ["-c", "tcp:a:1", "-p", "2"]
+        )
+        self.assertRaises(usage.UsageError, Options(NO_FILES).parseOptions, ["--port", "70000"])
 
     def test_help_explains(self) -> None:
         """
         --help documents the conveniences and the modes.
         """
-        text = str(Options())
+        text = str(Options(NO_FILES))
         for phrase in (
             "leading",
             "'/names' sends names",
@@ -641,3 +650,274 @@ class OptionsTests(TestCase):
             "no such file or directory",
         )
         self.assertEqual(describe_error(ierror.ConnectError(111)), "connection refused")
+
+
+class AnswerTests(ConnectedTestCase):
+    """
+    Answers matched to requests: when a logout counts, when plain mode may
+    stop waiting, and TLS.
+    """
+
+    def receive(self, kind: str, content: Any, sender: str = "server") -> None:
+        self.proto.dataReceived(json.dumps(response(kind, content, sender)).encode() + b"\n")
+
+    def test_logout_counts_once_written(self) -> None:
+        """
+        A logout still waiting its turn when the server closes does not
+        make the ending expected; one written and then closed on does.
+        """
+        self.proto.send_line("login x")
+        self.proto.send_line("logout")
+        self.receive("error", "Server full")
+        self.proto.connectionLost(Failure(ierror.ConnectionDone()))
+        self.assertEqual(self.endings[0].expected, False)
+
+        proto = ChatClientProtocol(RecordingView(), self.clock)
+        proto.makeConnection(StringTransport())
+        endings: List[Any] = []
+        proto.ended.addCallback(endings.append)
+        proto.send_line("logout")
+        proto.connectionLost(Failure(ierror.ConnectionDone()))
+        self.assertEqual(endings[0].expected, True)
+
+    def test_logout_written_then_broken(self) -> None:
+        """
+        A logout written but neither answered nor closed on cleanly (the
+        connection broke) is not a session that ended as asked.
+        """
+        self.proto.send_line("logout")
+        self.proto.connectionLost(Failure(ierror.ConnectionLost()))
+        self.assertEqual(self.endings[0].expected, False)
+
+    def test_answers_matched(self) -> None:
+        """
+        Each request is answered by the next response that is not history;
+        a message answers a msg only when it is the user's own; the name of
+        an accepted login is remembered.
+        """
+        for line in ["login bob", "msg hi", "names"]:
+            self.proto.send_line(line)
+            self.clock.advance(REQUEST_GAP)
+        self.assertEqual(self.proto.unanswered, 3)
+        self.receive("info", "Login successful")
+        self.receive("history", [])
+        self.assertEqual((self.proto.unanswered, self.proto.username), (2, "bob"))
+        self.receive("message", "hello", sender="alice")
+        self.assertEqual(self.proto.unanswered, 2)
+        self.receive("message", "hi", sender="Bob")
+        self.receive("info", "alice, bob")
+        self.assertEqual(self.proto.unanswered, 0)
+
+    def test_quiet_after_answers(self) -> None:
+        """
+        quit_when_quiet waits while data keeps arriving (a long history in
+        pieces), and closes once the server has been quiet for the wait.
+        """
+        self.proto.send_line("login bob")
+        self.receive("info", "Login successful")
+        self.proto.quit_when_quiet(0.3, 10.0)
+        for _ in range(10):
+            self.clock.advance(0.2)
+            self.proto.dataReceived(b'{"response": "history", "content": ["x",')
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(0.29)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(0.02)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_patience_for_missing_answers(self) -> None:
+        """
+        While an answer is missing the wait is the longer one, and running
+        out of it is a failure that names the request.
+        """
+        self.proto.send_line("login bob")
+        self.proto.quit_when_quiet(0.3, 5.0)
+        self.clock.advance(4.9)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(0.2)
+        self.assertTrue(self.transport.disconnecting)
+        self.proto.connectionLost(Failure(ierror.ConnectionDone()))
+        self.assertEqual(
+            self.endings[0].reason, "no answer from the server to 1 request (login) in 5 seconds"
+        )
+        self.assertEqual(self.endings[0].expected, False)
+
+    def test_tls_waits_for_handshake(self) -> None:
+        """
+        Over TLS nothing is sent and the connection is not ready until the
+        handshake has completed; a connection lost before then fails the
+        wait for it.
+        """
+
+        @implementer(ISSLTransport)
+        class TLSTransport(StringTransport):
+            def getPeerCertificate(self) -> None:
+                return None
+
+        proto = ChatClientProtocol(RecordingView(), self.clock)
+        ready: List[Any] = []
+        proto.when_ready().addBoth(ready.append)
+        transport = TLSTransport()
+        proto.makeConnection(transport)
+        proto.send_line("login x")
+        self.assertEqual((transport.value(), ready), (b"", []))
+        proto.handshakeCompleted()
+        self.assertEqual(transport.value(), b'{"request":"login","content":"x"}\n')
+        self.assertEqual(ready, [proto])
+
+        failed = ChatClientProtocol(RecordingView(), self.clock)
+        failed.makeConnection(TLSTransport())
+        outcome: List[Any] = []
+        failed.when_ready().addBoth(outcome.append)
+        failed.connectionLost(Failure(ierror.ConnectionLost("handshake failed")))
+        self.assertIsInstance(outcome[0], Failure)
+
+
+class CommandAndDisplayTests(TestCase):
+    """
+    /me, the client's own commands, actions and highlights.
+    """
+
+    def test_me_and_local_commands(self) -> None:
+        """
+        /me TEXT is a standard msg with the content "/me TEXT"; /quit and
+        /clear are the client's own; without the slash they are requests.
+        """
+        self.assertEqual(parse_input("/me waves"), ("msg", "/me waves"))
+        self.assertEqual(parse_input("/ME  waves\nagain"), ("msg", "/me waves\nagain"))
+        self.assertEqual(parse_input("/me"), ("me", None))
+        self.assertEqual(parse_input("msg a\nb"), ("msg", "a\nb"))
+        self.assertEqual((local_command("/quit"), local_command(" /CLEAR ")), ("quit", "clear"))
+        self.assertEqual((local_command("quit"), local_command("/names")), (None, None))
+
+    def test_actions(self) -> None:
+        """
+        A message whose content starts with "/me " shows as an action, in
+        the history too; other messages do not.
+        """
+        r = Renderer()
+        [line] = r.lines(interpret(response("message", "/me waves", "alice"))[0])
+        self.assertEqual(line, "12:00:00 * alice waves".replace("12:00:00", r.time(TS)))
+        history = interpret(response("history", [json.dumps(response("message", "/me x", "bo"))]))
+        self.assertTrue(r.lines(history[0])[0].endswith("[history] * bo x"))
+        [plain] = r.lines(interpret(response("message", "/men at work", "alice"))[0])
+        self.assertTrue(plain.endswith("<alice> /men at work"))
+
+    def test_mentions(self) -> None:
+        """
+        A live message from someone else naming the user as a word stands
+        out (reverse video); the user's own, history, and names inside
+        other words do not; nothing does before login.
+        """
+        me: List[Any] = [None]
+        r = Renderer(colour=True, me=lambda: me[0])
+        hi = interpret(response("message", "hi Alice!", "bob"))[0]
+        self.assertFalse(r.highlighted(hi))
+        me[0] = "alice"
+        self.assertTrue(r.highlighted(hi))
+        self.assertIn("\x1b[7mhi Alice!", r.lines(hi)[0])
+        for entry in [
+            interpret(response("message", "hi alice", "ALICE"))[0],
+            interpret(response("message", "malice", "bob"))[0],
+            interpret(response("history", [response("message", "alice", "bob")]))[0],
+            interpret(response("info", "alice"))[0],
+        ]:
+            self.assertFalse(r.highlighted(entry), entry)
+        self.assertFalse(Renderer(colour=True, me=lambda: "alice", rules=[]).highlighted(hi))
+
+
+class ConfigTests(TestCase):
+    """
+    The config file and the input history file.
+    """
+
+    def write_config(self, text: str) -> Dict[str, str]:
+        home = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(home, "chat"))
+        with open(os.path.join(home, "chat", "config.ini"), "w") as f:
+            f.write(text)
+        return {"XDG_CONFIG_HOME": home}
+
+    def test_defaults_from_file(self) -> None:
+        """
+        The file gives host, port, name and bell; the command line wins.
+        """
+        env = self.write_config("[client]\nhost = h.example\nport = 1234\nname = al\nbell = yes\n")
+        options = Options(env)
+        options.parseOptions([])
+        self.assertEqual(
+            (options["host"], options["port"], options.login_name), ("h.example", 1234, "al")
+        )
+        self.assertTrue(options["bell"] and options.name_from_config)
+        options = Options(env)
+        options.parseOptions(["-p", "99", "-n", "bo"])
+        self.assertEqual(
+            (options["host"], options["port"], options.login_name), ("h.example", 99, "bo")
+        )
+        options = Options(env)
+        options.parseOptions(["-c", "unix:path=/x"])
+        self.assertEqual(options.target(), "unix:path=/x")
+        options = Options(env)
+        options.parseOptions(["--no-config"])
+        self.assertEqual((options["host"], options.login_name), ("localhost", None))
+
+    def test_bad_files(self) -> None:
+        """
+        A bad value, an unknown option or a file that is not INI is one
+        line naming the file.
+        """
+        for text, phrase in [
+            ("[client]\nport = x\n", "port: 'x' is not a port number"),
+            ("[client]\ncolour = on\n", "[client] has no option 'colour'"),
+            ("port = 1\n", "not a valid INI file"),
+            ("[client]\nname = a b\n", "name: 'a b' is not a username"),
+        ]:
+            env = self.write_config(text)
+            with self.assertRaises(usage.UsageError) as caught:
+                Options(env).parseOptions([])
+            message = str(caught.exception)
+            self.assertIn(phrase, message)
+            self.assertIn(env["XDG_CONFIG_HOME"], message)
+            self.assertNotIn("\n", message)
+
+    def test_paths(self) -> None:
+        """
+        XDG variables when set to absolute paths, else the defaults in ~.
+        """
+        self.assertEqual(config_path({"XDG_CONFIG_HOME": "/c"}), "/c/chat/config.ini")
+        self.assertEqual(history_path({"XDG_DATA_HOME": "/d"}), "/d/chat/history")
+        home = os.path.expanduser("~")
+        self.assertEqual(
+            history_path({"XDG_DATA_HOME": "rel"}), f"{home}/.local/share/chat/history"
+        )
+        self.assertEqual(config_path({}), f"{home}/.config/chat/config.ini")
+
+    def test_input_history(self) -> None:
+        """
+        Lines (a pasted one with line breaks too) come back in order; the
+        file is the user's alone and is cut back to its size.
+        """
+        path = os.path.join(os.path.abspath(self.mktemp()), "chat", "history")
+        history = InputHistory(path, size=3)
+        self.assertEqual(history.load(), [])
+        for line in ["one", "two\nlines", "three"]:
+            history.add(line)
+        self.assertEqual(InputHistory(path, size=3).load(), ["one", "two\nlines", "three"])
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+        for i in range(100):
+            history.add(f"n{i}")
+        with open(path) as f:
+            # Cut back to 3 at the 100th line added, then 3 more.
+            self.assertEqual(len(f.read().splitlines()), 6)
+        self.assertEqual(InputHistory(path, size=3).load(), ["n97", "n98", "n99"])
+
+    def test_history_problem(self) -> None:
+        """
+        A history that cannot be written is reported once, not raised.
+        """
+        blocker = os.path.abspath(self.mktemp())
+        open(blocker, "w").close()
+        history = InputHistory(os.path.join(blocker, "chat", "history"))
+        history.add("x")
+        self.assertIn("cannot keep the input history", history.problem or "")
+        history.add("y")

@@ -1,8 +1,8 @@
 """
 The client as a real process: in plain mode against a real C{twistd -n chat}
 server process and against in-test servers that behave like the servers in
-the field (PROTOCOL.md, section 5), and in interactive mode in a
-pseudo-terminal.
+the field (PROTOCOL.md, section 5). Interactive mode in a pseudo-terminal
+is in C{test_client_pty}.
 
 Everything listens on 127.0.0.1 port 0. Waiting is for conditions (a line
 on the screen, a process ending), never for a fixed time.
@@ -10,30 +10,27 @@ on the screen, a process ending), never for a fixed time.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
 import shutil
 import signal
 import socket
-import struct
+import subprocess
 import sys
 import tempfile
-import termios
 from io import StringIO
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from twisted.conch.insults import helper, insults
 from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
 from twisted.internet.error import DNSLookupError
-from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
-import chat.client
-from chat.client import ChatClientProtocol, IChatView
+import chat
+from chat.client import cli
+from chat.client.connection import IChatView
 from chat.wire import DecodeError, StreamDecoder
 from tests.support import LISTENING, TWISTD, child_env
 
@@ -142,14 +139,35 @@ class _ClientProcess(protocol.ProcessProtocol):
         return self.out.decode("utf-8").splitlines()
 
 
-def spawn_client(test: TestCase, args: List[str], stdin: Optional[bytes]) -> _ClientProcess:
+def client_env(test: TestCase, **extra: str) -> Dict[str, str]:
+    """
+    The environment for a client process: L{child_env}, with the config and
+    data directories in a fresh directory of the test's (so no test reads
+    the user's config file or writes to their input history).
+    """
+    home = temp_dir(test)
+    places = {
+        "XDG_CONFIG_HOME": os.path.join(home, "config"),
+        "XDG_DATA_HOME": os.path.join(home, "data"),
+    }
+    return child_env(**dict(places, **extra))
+
+
+def spawn_client(
+    test: TestCase,
+    args: List[str],
+    stdin: Optional[bytes],
+    env: Optional[Dict[str, str]] = None,
+) -> _ClientProcess:
     """
     Run C{python -m chat.client ARGS} with pipes; with C{stdin} None, its
     input stays open. Killed at cleanup if still running.
     """
     client = _ClientProcess(stdin)
     argv = [sys.executable, "-m", "chat.client", *args]
-    transport = reactor.spawnProcess(client, sys.executable, argv, env=child_env(), path=REPO)
+    transport = reactor.spawnProcess(
+        client, sys.executable, argv, env=client_env(test, **(env or {})), path=REPO
+    )
 
     def stop() -> defer.Deferred:
         if not client.ended.called:
@@ -160,8 +178,10 @@ def spawn_client(test: TestCase, args: List[str], stdin: Optional[bytes]) -> _Cl
     return client
 
 
-async def run_client(test: TestCase, args: List[str], stdin: bytes) -> _ClientProcess:
-    return await spawn_client(test, args, stdin).ended
+async def run_client(
+    test: TestCase, args: List[str], stdin: bytes, env: Optional[Dict[str, str]] = None
+) -> _ClientProcess:
+    return await spawn_client(test, args, stdin, env).ended
 
 
 def free_port() -> int:
@@ -314,7 +334,7 @@ class MainTests(TestCase):
     The error paths of L{chat.client.main}, in process.
     """
 
-    def test_host_not_found(self) -> None:
+    async def test_host_not_found(self) -> None:
         """
         A name that does not resolve: "host not found", status 1. (A fake
         endpoint fails as the resolver would; no lookup goes out.)
@@ -324,14 +344,12 @@ class MainTests(TestCase):
             def connect(self, factory: Any) -> defer.Deferred:
                 return defer.fail(DNSLookupError("nosuchhost.example"))
 
-        self.patch(chat.client, "make_endpoint", lambda reactor, options: Unresolvable())
+        self.patch(cli, "make_endpoint", lambda reactor, options: Unresolvable())
         stderr = StringIO()
         self.patch(sys, "stderr", stderr)
-        d = defer.ensureDeferred(
-            chat.client.main(reactor, "--host", "nosuchhost.example", "--plain")
-        )
-        failure = self.failureResultOf(d, SystemExit)
-        self.assertEqual(failure.value.code, 1)
+        with self.assertRaises(SystemExit) as caught:
+            await cli.main(reactor, "--host", "nosuchhost.example", "--plain", "--no-config")
+        self.assertEqual(caught.exception.code, 1)
         self.assertEqual(
             stderr.getvalue(),
             "chat: cannot connect to nosuchhost.example port 9998: host not found\n",
@@ -353,7 +371,13 @@ class FieldServer(protocol.Protocol):
       numeric timestamps, and no history response);
     - C{together}: send the login replies in one write;
     - C{close_on_logout}: close the connection after logout;
-    - C{case}: a function applied to response words.
+    - C{case}: a function applied to response words;
+    - C{drip}: C{(seconds, size)}: everything goes out in pieces of C{size}
+      bytes, C{seconds} apart (a slow server, a long history), the first
+      after C{delay} seconds (default: C{seconds});
+    - C{ignore}: request words never answered;
+    - C{extra_history}: this many more old messages in the history;
+    - C{taken}: a set of names refused once each ("Username taken").
     """
 
     factory: "FieldFactory"
@@ -362,9 +386,29 @@ class FieldServer(protocol.Protocol):
         self.decoder = StreamDecoder()
         self.username: Optional[str] = None
         self.factory.connections.append(self)
+        self.outbox = b""
+        self.draining: Any = None
 
     def connectionLost(self, reason: Any = None) -> None:
         self.factory.connections.remove(self)
+        if self.draining is not None and self.draining.active():
+            self.draining.cancel()
+
+    def send(self, data: bytes) -> None:
+        drip = self.factory.style.get("drip")
+        if drip is None:
+            self.transport.write(data)
+            return
+        self.outbox += data
+        if self.draining is None:
+            delay = self.factory.style.get("delay", drip[0])
+            self.draining = reactor.callLater(delay, self.drain)
+
+    def drain(self) -> None:
+        every, size = self.factory.style["drip"]
+        chunk, self.outbox = self.outbox[:size], self.outbox[size:]
+        self.transport.write(chunk)
+        self.draining = reactor.callLater(every, self.drain) if self.outbox else None
 
     def encode(
         self, word: str, content: Any, sender: str = "server", ts: Any = "12:00:00"
@@ -379,14 +423,20 @@ class FieldServer(protocol.Protocol):
         self.factory.received.append(data)
         for value in self.decoder.feed(data):
             if isinstance(value, DecodeError):
-                self.transport.write(self.encode("error", value.reason))
+                self.send(self.encode("error", value.reason))
                 continue
             self.handle(value.get("request"), value.get("content"))
 
     def handle(self, request: str, content: Any) -> None:
         style = self.factory.style
         old = [("alice", "first", 1700000000), ("carol", "second", 1700000060)]
-        if request == "login":
+        old += [("dave", f"old {i}", 1700000100 + i) for i in range(style.get("extra_history", 0))]
+        if request in style.get("ignore", ()):
+            return
+        if request == "login" and content in style.get("taken", ()):
+            style["taken"].discard(content)
+            self.send(self.encode("error", "Username taken"))
+        elif request == "login":
             self.username = content
             replies = [self.encode("info", "Login successful")]
             history = style.get("history", "strings")
@@ -402,22 +452,22 @@ class FieldServer(protocol.Protocol):
             elif history == "replay":
                 replies += [self.encode("msg", t, s, ts) for s, t, ts in old]
             if style.get("together"):
-                self.transport.write(b"".join(replies))
+                self.send(b"".join(replies))
             else:
                 for reply in replies:
-                    self.transport.write(reply)
+                    self.send(reply)
         elif request == "msg":
             for connection in self.factory.connections:
-                connection.transport.write(self.encode("message", content, self.username or ""))
+                connection.send(self.encode("message", content, self.username or ""))
         elif request == "names":
             names = [c.username for c in self.factory.connections if c.username]
-            self.transport.write(self.encode("info", ", ".join(names)))
+            self.send(self.encode("info", ", ".join(names)))
         elif request == "logout":
-            self.transport.write(self.encode("info", "Bye"))
+            self.send(self.encode("info", "Bye"))
             if style.get("close_on_logout"):
                 self.transport.loseConnection()
         else:
-            self.transport.write(self.encode("error", f"Unknown request {request}"))
+            self.send(self.encode("error", f"Unknown request {request}"))
 
 
 class FieldFactory(protocol.Factory):
@@ -510,189 +560,309 @@ class FieldServerTests(TestCase):
         self.assertRegex(text[1], r"^2023-11-1[45] \d\d:\d\d:\d\d <alice> first$")
 
 
-# Interactive mode in a pseudo-terminal.
-
-
-@implementer(IChatView)
-class _Recorder:
-    def __init__(self) -> None:
-        self.values: List[Any] = []
-
-    def received(self, value: Any) -> None:
-        self.values.append(value)
-
-
-class _MasterReader:
+def make_certificate(directory: str, name: str = "localhost") -> Tuple[str, str]:
     """
-    Reads the master side of a pseudo-terminal into a terminal emulator.
+    A self-signed certificate for C{name} and its key, as PEM files in
+    C{directory}; return their paths.
     """
+    import datetime
 
-    def __init__(self, fd: int, width: int) -> None:
-        self.fd = fd
-        self.raw = b""
-        self.screen = helper.TerminalBuffer()
-        self.screen.width = width
-        self.screen.unhandledControlSequence = lambda seq: None  # type: ignore[method-assign]
-        self.emulator = insults.ClientProtocol(lambda: self.screen)
-        self.emulator.makeConnection(StringTransport())
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
 
-    def fileno(self) -> int:
-        return self.fd
-
-    def logPrefix(self) -> str:
-        return "pty"
-
-    def doRead(self) -> None:
-        try:
-            data = os.read(self.fd, 65536)
-        except OSError:
-            reactor.removeReader(self)
-            return
-        self.raw += data
-        self.emulator.dataReceived(data)
-
-    def connectionLost(self, reason: Any) -> None:
-        pass
-
-    def text(self) -> str:
-        return bytes(self.screen).decode("ascii", "replace")
-
-    def rows(self) -> List[str]:
-        rows = self.text().split("\n")
-        while rows and not rows[-1].strip():
-            rows.pop()
-        return rows
-
-
-class InteractiveTests(TestCase):
-    """
-    The client in interactive mode on a pseudo-terminal.
-    """
-
-    def start(self, port: int, width: int = 80) -> Tuple[_ClientProcess, _MasterReader, int]:
-        master, slave = os.openpty()
-        self.addCleanup(os.close, master)
-        self.addCleanup(os.close, slave)
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, width, 0, 0))
-        self.saved = termios.tcgetattr(slave)
-        reader = _MasterReader(master, width)
-        reactor.addReader(reader)
-        self.addCleanup(reactor.removeReader, reader)
-        client = _ClientProcess(None)
-        argv = [sys.executable, "-m", "chat.client", "--host", "127.0.0.1", "--port", str(port)]
-        transport = reactor.spawnProcess(
-            client,
-            sys.executable,
-            argv,
-            env=child_env(TERM="xterm"),
-            path=REPO,
-            childFDs={0: slave, 1: slave, 2: slave},
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path = os.path.join(directory, "cert.pem")
+    key_path = os.path.join(directory, "key.pem")
+    with open(cert_path, "wb") as f:
+        f.write(certificate.public_bytes(serialization.Encoding.PEM))
+    with open(key_path, "wb") as f:
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
         )
+    return cert_path, key_path
 
-        def stop() -> defer.Deferred:
-            if not client.ended.called:
-                transport.signalProcess("KILL")
-            return client.ended
 
-        self.addCleanup(stop)
-        return client, reader, slave
+async def start_tls_field_server(test: TestCase, **style: Any) -> Tuple[int, str, FieldFactory]:
+    """
+    A field server behind TLS with a self-signed certificate for
+    C{localhost}; return its port, the certificate's path and the factory.
+    """
+    from twisted.internet.endpoints import SSL4ServerEndpoint
+    from twisted.internet.ssl import PrivateCertificate
 
-    def assert_restored(self, slave: int) -> None:
+    cert_path, key_path = make_certificate(temp_dir(test))
+    with open(cert_path, "rb") as c, open(key_path, "rb") as k:
+        identity = PrivateCertificate.loadPEM(c.read() + k.read())
+    factory = FieldFactory(style)
+    endpoint = SSL4ServerEndpoint(reactor, 0, identity.options(), interface="127.0.0.1")
+    port = await endpoint.listen(factory)
+
+    async def stop() -> None:
+        for connection in list(factory.connections):
+            connection.transport.abortConnection()
+        await port.stopListening()
+
+    test.addCleanup(lambda: defer.ensureDeferred(stop()))
+    return port.getHost().port, cert_path, factory
+
+
+class IssueTests(TestCase):
+    """
+    The bugs of issue 11 that show in plain mode, each against a server
+    that provokes it, and the client's own commands there.
+    """
+
+    async def test_server_full_exit_status(self) -> None:
         """
-        The terminal settings are as before the client ran, and standard
-        input is blocking again.
+        Bug 1: a server that refuses the connection ("Server full") while
+        login and logout are queued: the logout never went out, so the exit
+        status is 1, with the reason on standard error. (The one place is
+        taken by a logged-in user: one that has not logged in would be
+        closed to make room.)
         """
-        self.assertEqual(termios.tcgetattr(slave), self.saved)
-        self.assertFalse(fcntl.fcntl(slave, fcntl.F_GETFL) & os.O_NONBLOCK)
+        port, _ = await start_server(self, "--max-connections", "1")
+        answered: defer.Deferred = defer.Deferred()
 
-    async def test_message_while_typing(self) -> None:
-        """
-        Type part of a line; a message from another client arrives; it shows
-        above, the partial line is intact with the cursor after it; the line
-        is then sent whole. Ctrl-D logs out, exits 0 and restores the
-        terminal.
-        """
-        port, _ = await start_server(self)
-        client, screen, slave = self.start(port)
-        await wait_for(lambda: "Connected to" in screen.text(), "the greeting")
-        os.write(screen.fd, b"login alice\r")
-        await wait_for(lambda: "Login successful" in screen.text(), "the login reply")
-        os.write(screen.fd, b"msg hello wor")
-        await wait_for(lambda: screen.rows()[-1] == "> msg hello wor", "the partial line")
+        class Holder(protocol.Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                if not answered.called:
+                    answered.callback(data)
 
-        bob_view = _Recorder()
-        bob = ChatClientProtocol(bob_view, reactor)
-        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), bob)
-        self.addCleanup(lambda: bob.transport.abortConnection())
-        bob.send_line("login bob")
-        bob.send_line("msg hi from bob")
-        await wait_for(lambda: "<bob> hi from bob" in screen.text(), "bob's message")
-        rows = screen.rows()
-        self.assertTrue(rows[-2].endswith("<bob> hi from bob"), rows)
-        self.assertEqual(rows[-1], "> msg hello wor")
-        self.assertEqual(
-            (screen.screen.x, screen.screen.y), (len("> msg hello wor"), len(rows) - 1)
+        holder = await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), Holder())
+        self.addCleanup(holder.transport.abortConnection)
+        holder.transport.write(b'{"request": "login", "content": "holder"}\n')
+        self.assertIn(b"Login successful", await answered)
+        client = await run_client(self, ["--port", str(port)], b"login x\nlogout\n")
+        self.assertEqual(client.code, 1, client.out)
+        self.assertIn("[error] Server full", client.out.decode())
+        self.assertEqual(client.err, b"chat: the server closed the connection\n")
+
+    async def test_untrusted_certificate(self) -> None:
+        """
+        Bugs 1 and 5: a TLS server whose certificate is not trusted: the
+        handshake fails, so the client never counts as connected; exit 1
+        with one line saying so, even with logout in the input.
+        """
+        port, _, factory = await start_tls_field_server(self, newline=True)
+        client = await run_client(
+            self, ["--connect", f"tls:localhost:{port}"], b"login x\nlogout\n"
         )
-
-        os.write(screen.fd, b"ld\r")
-        await wait_for(
-            lambda: any(
-                isinstance(v, dict) and v.get("sender") == "alice" for v in bob_view.values
-            ),
-            "alice's message at bob",
-        )
-        [message] = [v for v in bob_view.values if v.get("sender") == "alice"]
-        self.assertEqual(message["content"], "hello world")
-        await wait_for(lambda: "<alice> hello world" in screen.text(), "the echo")
-
-        os.write(screen.fd, b"\x04")
-        await client.ended
-        self.assertEqual(client.code, 0)
-        self.assert_restored(slave)
-
-    async def test_ctrl_c(self) -> None:
-        """
-        Ctrl-C (a key in raw mode, not a signal) quits and restores the
-        terminal; a partial line is dropped, not sent.
-        """
-        port, factory = await start_field_server(self, newline=True)
-        client, screen, slave = self.start(port)
-        await wait_for(lambda: "Connected to" in screen.text(), "the greeting")
-        os.write(screen.fd, b"help\r")
-        await wait_for(lambda: "Unknown request help" in screen.text(), "the reply")
-        os.write(screen.fd, b"msg unfinished\x03")
-        await client.ended
-        self.assertEqual(client.code, 0)
-        self.assertEqual(b"".join(factory.received), b'{"request":"help","content":null}\n')
-        self.assert_restored(slave)
-
-    async def test_sigterm(self) -> None:
-        """
-        Killed with SIGTERM, the client still restores the terminal.
-        """
-        port, factory = await start_field_server(self, newline=True)
-        client, screen, slave = self.start(port)
-        await wait_for(lambda: "Connected to" in screen.text(), "the greeting")
-        os.write(screen.fd, b"msg partial")
-        await wait_for(lambda: screen.rows()[-1] == "> msg partial", "the partial line")
-        client.transport.signalProcess("TERM")
-        await client.ended
-        self.assert_restored(slave)
-
-    async def test_server_gone(self) -> None:
-        """
-        The server closing the connection: the terminal is restored and one
-        line says why; exit status 1.
-        """
-        port, factory = await start_field_server(self, newline=True)
-        client, screen, slave = self.start(port)
-        await wait_for(lambda: "Connected to" in screen.text(), "the greeting")
-        os.write(screen.fd, b"msg partial")
-        await wait_for(lambda: screen.rows()[-1] == "> msg partial", "the partial line")
-        factory.connections[0].transport.loseConnection()
-        await client.ended
         self.assertEqual(client.code, 1)
-        self.assert_restored(slave)
-        await wait_for(
-            lambda: "chat: the server closed the connection" in screen.text(), "the error"
+        self.assertEqual(client.out, b"")
+        self.assertRegex(
+            client.err.decode(),
+            rf"^chat: cannot connect to tls:localhost:{port}: "
+            r"TLS error: .*certificate verify failed.*\n$",
         )
+        self.assertEqual(factory.received, [])
+
+    async def test_trust_roots_file_or_directory(self) -> None:
+        """
+        Bug 4: trustRoots= takes a PEM file (the obvious thing to try) or a
+        directory of them; the session works either way.
+        """
+        port, cert_path, _ = await start_tls_field_server(self, newline=True, close_on_logout=True)
+        for roots in (cert_path, os.path.dirname(cert_path)):
+            client = await run_client(
+                self,
+                ["--connect", f"tls:localhost:{port}:trustRoots={roots}"],
+                b"login bot\nlogout\n",
+            )
+            self.assertEqual(client.code, 0, client.err)
+            self.assertEqual(client.lines[0], "12:00:00 [info] Login successful")
+            self.assertEqual(client.lines[-1], "12:00:00 [info] Bye")
+
+    async def test_trust_roots_errors(self) -> None:
+        """
+        Bug 4: a missing path, or a file with no certificate in it, is one
+        clear line and exit status 2, never a traceback.
+        """
+        directory = temp_dir(self)
+        not_pem = os.path.join(directory, "notes.txt")
+        with open(not_pem, "w") as f:
+            f.write("not a certificate\n")
+        cases = [
+            (os.path.join(directory, "missing"), "no such file or directory"),
+            (not_pem, "no PEM certificate in it"),
+        ]
+        for path, problem in cases:
+            client = await run_client(
+                self, ["--connect", f"tls:localhost:1:trustRoots={path}"], b""
+            )
+            self.assertEqual(client.code, 2)
+            first = client.err.decode().splitlines()[0]
+            self.assertEqual(first, f"chat: --connect: trustRoots={path}: {problem}")
+            self.assertNotIn(b"Traceback", client.err)
+
+    async def test_port_and_version(self) -> None:
+        """
+        Bug 6: a port that is not a number says so plainly (status 2);
+        --version prints this package's version, from the chat command
+        too.
+        """
+        client = await run_client(self, ["-p", "notaport"], b"")
+        self.assertEqual(client.code, 2)
+        self.assertEqual(
+            client.err.decode().splitlines()[0],
+            "chat: --port: 'notaport' is not a port number (1-65535)",
+        )
+        version = await run_client(self, ["--version"], b"")
+        self.assertEqual((version.code, version.out), (0, f"chat {chat.__version__}\n".encode()))
+        script = os.path.join(os.path.dirname(sys.executable), "chat")
+        self.assertTrue(os.path.exists(script), "the chat console script is not installed")
+        done = subprocess.run(
+            [script, "--version"], capture_output=True, env=client_env(self), timeout=PATIENCE
+        )
+        self.assertEqual(done.stdout, f"chat {chat.__version__}\n".encode())
+
+    async def test_long_history_not_cut(self) -> None:
+        """
+        Bug 2: a server still sending a long history when the input ends
+        (here in pieces 0.1 s apart for about a second, with --wait 0.3):
+        everything is shown, ending with the user's own message.
+        """
+        port, _ = await start_field_server(self, newline=True, drip=(0.1, 4096), extra_history=400)
+        client = await run_client(
+            self, ["--wait", "0.3", "--port", str(port)], b"login bot\nmsg hi\n"
+        )
+        self.assertEqual(client.code, 0, client.err)
+        self.assertEqual(len(client.lines), 1 + 402 + 1, client.lines[-3:])
+        self.assertTrue(client.lines[-1].endswith("<bot> hi"), client.lines[-3:])
+
+    async def test_slow_answer_awaited(self) -> None:
+        """
+        Bug 2: a server silent for longer than --wait before it answers:
+        the client waits for the answers, not for a fixed time.
+        """
+        port, _ = await start_field_server(self, newline=True, drip=(0.01, 1 << 20), delay=1.0)
+        client = await run_client(
+            self, ["--wait", "0.2", "--port", str(port)], b"login bot\nnames\n"
+        )
+        self.assertEqual(client.code, 0, client.err)
+        self.assertEqual(client.lines[-1], "12:00:00 [info] bot")
+
+    async def test_missing_answer_fails(self) -> None:
+        """
+        A request the server never answers: after --timeout seconds of
+        quiet the client gives up, and the exit status says so.
+        """
+        port, _ = await start_field_server(self, newline=True, ignore={"names"})
+        client = await run_client(
+            self,
+            ["--wait", "0.1", "--timeout", "0.5", "--port", str(port)],
+            b"login bot\nnames\n",
+        )
+        self.assertEqual(client.code, 1)
+        self.assertEqual(
+            client.err, b"chat: no answer from the server to 1 request (names) in 0.5 seconds\n"
+        )
+
+    async def test_me_and_quit(self) -> None:
+        """
+        /me sends a standard msg whose content is "/me ...", shown as an
+        action; /quit logs out and ends the session (nothing after it is
+        sent); /clear sends nothing.
+        """
+        port, factory = await start_field_server(self, newline=True)
+        client = await run_client(
+            self,
+            ["--port", str(port)],
+            b"login bot\n/me waves\n/clear\n/quit\nmsg never sent\n",
+        )
+        self.assertEqual(client.code, 0, client.err)
+        self.assertEqual(
+            [json.loads(r) for r in b"".join(factory.received).splitlines()],
+            [
+                {"request": "login", "content": "bot"},
+                {"request": "msg", "content": "/me waves"},
+                {"request": "logout", "content": None},
+            ],
+        )
+        self.assertIn("12:00:00 * bot waves", client.lines)
+
+    async def test_config_file(self) -> None:
+        """
+        The config file gives the server (so no option is needed); its name
+        is not used in plain mode unless --name says so.
+        """
+        port, factory = await start_field_server(self, newline=True)
+        env = client_env(self)
+        os.makedirs(os.path.join(env["XDG_CONFIG_HOME"], "chat"))
+        with open(os.path.join(env["XDG_CONFIG_HOME"], "chat", "config.ini"), "w") as f:
+            f.write(f"[client]\nhost = 127.0.0.1\nport = {port}\nname = alice\n")
+        client = await run_client(self, [], b"names\n", env=env)
+        self.assertEqual(client.code, 0, client.err)
+        self.assertEqual(client.lines, ["12:00:00 [info]"])
+        client = await run_client(self, ["--name", "bob"], b"names\n", env=env)
+        self.assertEqual(client.code, 0, client.err)
+        self.assertEqual(client.lines[-1], "12:00:00 [info] bob")
+
+
+class SessionTests(TestCase):
+    """
+    L{ChatSession} in process against a field server on loopback: the
+    reconnect and the login again.
+    """
+
+    async def test_login_again_while_name_taken(self) -> None:
+        """
+        After a drop the session reconnects and logs in again; while the
+        server still holds the name ("Username taken") it retries the login
+        until it is accepted.
+        """
+        from chat.client import connection
+        from chat.client.connection import ChatSession
+
+        self.patch(connection, "RELOGIN_DELAY", 0.05)
+        port, factory = await start_field_server(self, newline=True)
+        notices: List[str] = []
+
+        @implementer(IChatView)
+        class View:
+            def received(self, value: Any) -> None:
+                pass
+
+            def notice(self, text: str) -> None:
+                notices.append(text)
+
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        session = ChatSession(endpoint, View(), reactor, retry_policy=lambda attempt: 0.05)
+        await session.start()
+        self.addCleanup(lambda: session.quit() or session.ended)
+        session.send_request("login", "alice")
+        await wait_for(lambda: session.username == "alice", "the first login")
+        factory.style["taken"] = {"alice"}
+        factory.connections[0].transport.loseConnection()
+        await wait_for(lambda: "Logged in again as alice." in notices, "the login again")
+        self.assertEqual(
+            notices,
+            [
+                "The server closed the connection.",
+                "Reconnecting in 0.1 s (Ctrl-D quits).",
+                "Connected again.",
+                "Logged in again as alice.",
+            ],
+        )
+        logins = [json.loads(r) for r in b"".join(factory.received).splitlines() if b'"login"' in r]
+        self.assertEqual(len(logins), 3)
+        self.assertEqual(session.username, "alice")

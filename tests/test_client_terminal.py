@@ -6,23 +6,22 @@ output played into Twisted's in-memory terminal emulator to see the screen.
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Any, List, Set
 
+import pyte
 from twisted.conch.insults import helper, insults
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 
-from chat import terminal
-from chat.client import Options, Renderer, parse_input
-from chat.terminal import (
-    ChatConsole,
-    InteractiveFrontEnd,
-    PlainFrontEnd,
-    char_width,
-    json_formatter,
-    make_front_end,
-    plain_formatter,
-)
+from chat.client import cli
+from chat.client.cli import Options, make_front_end
+from chat.client.commands import parse_input
+from chat.client.console import ChatConsole, InteractiveFrontEnd, KeyboardProtocol, char_width
+from chat.client.display import Renderer
+from chat.client.plain import PlainFrontEnd, json_formatter, plain_formatter
+from chat.wire import DecodeError
 
 
 class FakeClient:
@@ -33,6 +32,7 @@ class FakeClient:
     def __init__(self) -> None:
         self.lines: List[str] = []
         self.names: Set[str] = set()
+        self.connected = True
 
     def send_line(self, line: str) -> Any:
         self.lines.append(line)
@@ -46,15 +46,16 @@ class Screen:
 
     def __init__(self, width: int = 80) -> None:
         self.client = FakeClient()
+        self.raw = b""
         self.quits = 0
-        self.console = ChatConsole(Renderer(multiline=True), lambda: width)
+        self.console = ChatConsole(Renderer(multiline=True), lambda: (width, 24))
         self.console.client = self.client  # type: ignore[assignment]
 
         def quit() -> None:
             self.quits += 1
 
         self.console.on_quit = quit
-        self.keyboard = insults.ServerProtocol(lambda: self.console)
+        self.keyboard = KeyboardProtocol(lambda: self.console)
         self.output = StringTransport()
         self.keyboard.makeConnection(self.output)
         self.buffer = helper.TerminalBuffer()
@@ -64,7 +65,11 @@ class Screen:
         self.flush()
 
     def flush(self) -> None:
-        self.emulator.dataReceived(self.output.value())
+        data = self.output.value()
+        self.raw += data
+        # Twisted's emulator cannot parse private modes (bracketed paste,
+        # the alternate screen); the tests look for those in raw.
+        self.emulator.dataReceived(re.sub(rb"\x1b\[\?[0-9;]*[hl]", b"", data))
         self.output.clear()
 
     def type(self, keys: bytes) -> None:
@@ -243,12 +248,17 @@ class ConsoleTests(TestCase):
 
     def test_redraw(self) -> None:
         """
-        Ctrl-L clears the screen and redraws the input line.
+        Ctrl-L paints the screen again from the client's scrollback: garbage
+        written over it is gone, the lines shown and the input line stay.
         """
         s = Screen()
         s.show("old")
-        s.type(b"xy\x0c")
-        self.assertEqual(s.lines(), ["> xy"])
+        s.type(b"xy")
+        s.output.write(b"\x1b[1;1Hgarbage\x1b[5;1Hmore garbage")
+        s.flush()
+        s.type(b"\x0c")
+        self.assertEqual(s.lines(), ["old", "> xy"])
+        self.assertEqual(s.cursor, len("> xy"))
 
 
 class FormatterTests(TestCase):
@@ -260,7 +270,7 @@ class FormatterTests(TestCase):
         """
         Plain mode gives one line per response, one per history item.
         """
-        lines = plain_formatter(Renderer())(
+        lines, ring = plain_formatter(Renderer())(
             {
                 "timestamp": None,
                 "sender": "s",
@@ -268,16 +278,20 @@ class FormatterTests(TestCase):
                 "content": ['{"sender":"a","response":"message","content":"x\\ny"}'],
             }
         )
-        self.assertEqual(lines, ["[history] <a> x\\ny"])
+        self.assertEqual((lines, ring), (["[history] <a> x\\ny"], False))
 
     def test_json_passes_values(self) -> None:
         """
         --json prints the value as received.
         """
         value = {"timestamp": 1, "sender": "s", "response": "info", "content": None}
+        errors: List[str] = []
         self.assertEqual(
-            json_formatter(value), ['{"timestamp":1,"sender":"s","response":"info","content":null}']
+            json_formatter(errors.append)(value),
+            (['{"timestamp":1,"sender":"s","response":"info","content":null}'], False),
         )
+        self.assertEqual(json_formatter(errors.append)(DecodeError("bad", False)), ([], False))
+        self.assertEqual(errors, ["ignored data from the server that is not JSON (bad)"])
 
 
 class FrontEndChoiceTests(TestCase):
@@ -286,10 +300,12 @@ class FrontEndChoiceTests(TestCase):
     """
 
     def choose(self, tty: bool, env: dict, *args: str) -> Any:
-        options = Options()
+        home = os.path.abspath(self.mktemp())
+        env = dict(env, XDG_CONFIG_HOME=home, XDG_DATA_HOME=home)
+        options = Options(env)
         options.parseOptions(list(args))
-        self.patch(terminal.os, "isatty", lambda fd: tty)
-        self.patch(terminal.os, "environ", env)
+        self.patch(cli.os, "isatty", lambda fd: tty)
+        self.patch(cli.os, "environ", env)
         return make_front_end(None, options)
 
     def test_terminal(self) -> None:
@@ -309,8 +325,100 @@ class FrontEndChoiceTests(TestCase):
         """
         front = self.choose(False, {"TERM": "xterm"})
         self.assertIsInstance(front, PlainFrontEnd)
-        [line] = front.formatter({"response": "error", "content": "x"})
+        [line], _ = front.formatter({"response": "error", "content": "x"})
         self.assertNotIn("\x1b", line)
         self.assertIsInstance(self.choose(True, {"TERM": "dumb"}), PlainFrontEnd)
         self.assertIsInstance(self.choose(True, {"TERM": "xterm"}, "--plain"), PlainFrontEnd)
-        self.assertIs(self.choose(True, {}, "--json").formatter, json_formatter)
+        json_front = self.choose(True, {}, "--json")
+        self.assertEqual(json_front.formatter({"a": 1}), (['{"a":1}'], False))
+
+
+class ConsoleFeatureTests(TestCase):
+    """
+    Paste, scrollback, /clear and the bell in the line editor.
+    """
+
+    def test_paste_split_anywhere(self) -> None:
+        """
+        A bracketed paste is one insertion however the bytes are split,
+        line breaks kept, tabs as spaces; Enter sends it as one line.
+        """
+        data = b"msg \x1b[200~one\r\ttwo\r\n\x1b[201~!\r"
+        for size in range(1, len(data) + 1):
+            s = Screen()
+            for i in range(0, len(data), size):
+                s.type(data[i : i + size])
+            self.assertEqual(s.client.lines, ["msg one\n    two!"], size)
+
+    def test_page_up_and_down(self) -> None:
+        """
+        Page Up shows earlier lines on the alternate screen with a status
+        line; lines arriving meanwhile wait below; Page Down returns and
+        shows them. (The screen is read through pyte here: Twisted's
+        emulator does not take the alternate screen.)
+        """
+        s = Screen()
+        for i in range(60):
+            s.show(f"line {i:02}")
+        s.type(b"abc")
+        s.type(b"\x1b[5~")
+        self.assertIn(b"\x1b[?1049h", s.raw)
+
+        def rows() -> List[str]:
+            screen = pyte.Screen(80, 24)
+            pyte.ByteStream(screen).feed(s.raw)
+            return [row.rstrip() for row in screen.display]
+
+        self.assertEqual(rows()[0], "line 16")
+        self.assertEqual(rows()[21], "line 37")
+        self.assertEqual(rows()[22], "-- 22 lines below; Page Down to go back --")
+        self.assertEqual(rows()[23], "> abc")
+        s.show("news")
+        self.assertEqual(rows()[21], "line 37")
+        self.assertEqual(rows()[22], "-- 23 lines below, 1 new; Page Down to go back --")
+        s.type(b"\x1b[6~")
+        self.assertEqual(
+            rows()[21:], ["line 59", "-- 1 lines below, 1 new; Page Down to go back --", "> abc"]
+        )
+        s.type(b"\x1b[6~")
+        self.assertIn(b"\x1b[?1049l\r\x1b[Knews\r\n", s.raw)
+        self.assertTrue(s.raw.endswith(b"\r> abc\x1b[K\r\x1b[5C"), s.raw[-40:])
+
+    def test_clear(self) -> None:
+        """
+        /clear scrolls the screen's lines away (into the terminal's
+        scrollback) and leaves the input line at the top; nothing is sent.
+        """
+        s = Screen()
+        s.show("old one", "old two")
+        s.type(b"/clear\r")
+        self.assertEqual(s.lines(), ["> "])
+        self.assertEqual(s.client.lines, [])
+
+    def test_bell(self) -> None:
+        """
+        A highlighted line rings the bell only when the bell is on.
+        """
+        s = Screen()
+        s.show("x")
+        s.console.show(["y"], ring=True)
+        s.console.bell = True
+        s.console.show(["z"], ring=False)
+        s.flush()
+        self.assertNotIn(b"\x07", s.raw)
+        s.console.show(["w"], ring=True)
+        s.flush()
+        self.assertIn(b"\x07", s.raw)
+
+    def test_enter_while_disconnected(self) -> None:
+        """
+        Enter while the connection is down keeps the line and says why.
+        """
+        s = Screen()
+        s.client.connected = False
+        s.type(b"msg wait\r")
+        self.assertEqual(s.client.lines, [])
+        self.assertEqual(s.row(), "> msg wait")
+        s.client.connected = True
+        s.type(b"\r")
+        self.assertEqual(s.client.lines, ["msg wait"])

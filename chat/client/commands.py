@@ -1,0 +1,58 @@
+"""
+What the user types: a line to a request, or to one of the client's own
+commands.
+
+The client is "stupid" in the standard's sense: the first word of a line is
+the request, the rest is its content (PROTOCOL.md, section 2). A few
+commands that start with C{/} belong to the client itself (L{LOCAL_COMMANDS})
+and never reach the server; C{/me TEXT} sends a standard C{msg} whose content
+is C{/me TEXT}, which every other client shows as it is.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+from chat.client.display import ACTION_PREFIX
+
+#: The client's own commands: C{/quit} ends the session (logging out first),
+#: C{/clear} clears the screen. Typed without the slash they are sent as
+#: requests like any other word.
+LOCAL_COMMANDS = ("quit", "clear")
+
+
+def local_command(line: str) -> Optional[str]:
+    """
+    The client's own command in C{line} (C{"quit"} for C{"/quit"}), or None
+    when the line is for the server.
+    """
+    text = line.strip()
+    if not text.startswith("/"):
+        return None
+    word = text[1:].strip().lower()
+    return word if word in LOCAL_COMMANDS else None
+
+
+def parse_input(line: str) -> Optional[Tuple[str, Optional[str]]]:
+    """
+    Turn one typed line into C{(request, content)}, or None for a blank line.
+
+    The first word is the request, lower-cased; the rest of the line, if any,
+    is the content, else C{None}. A leading C{/} is dropped, as many chat
+    clients accept C{/names}; neither convenience changes what the standard
+    forms (C{login NAME}, C{msg TEXT}, C{names}, C{help}, C{logout}) send.
+    C{/me TEXT} is an action: C{msg} with the content C{/me TEXT}. Line
+    breaks inside the rest (a pasted text) are kept.
+    """
+    text = line.strip()
+    if text.startswith("/"):
+        text = text[1:].lstrip()
+        parts = text.split(None, 1)
+        if len(parts) == 2 and "/" + parts[0].lower() + " " == ACTION_PREFIX:
+            return "msg", ACTION_PREFIX + parts[1]
+    if not text:
+        return None
+    parts = text.split(None, 1)
+    word = parts[0].lower()
+    rest = parts[1] if len(parts) > 1 else None
+    return word, rest
