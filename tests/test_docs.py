@@ -22,7 +22,7 @@ from twisted.trial.unittest import TestCase
 from zope.interface.interface import InterfaceClass
 
 import chat
-from chat.core.commands import COMMANDS
+from chat.core.commands import COMMANDS, help_text
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DESIGN = os.path.join(ROOT, "docs", "design.md")
@@ -516,6 +516,10 @@ def _flat(text: str) -> str:
 _SHOWN_RESPONSE = re.compile(r"^\s*(?:\S+ )?<- (\{.*?)(?:⏎)?\s*$")
 
 
+def _lines() -> List[str]:
+    return read(PROTOCOL).splitlines()
+
+
 class DiagramTests(TestCase):
     """
     The diagrams of docs/design.md name only what is in the code.
@@ -677,7 +681,7 @@ class ProtocolDocumentTests(TestCase):
         the four response words.
         """
         shown = 0
-        for line in read(PROTOCOL).splitlines():
+        for line in _lines():
             match = _SHOWN_RESPONSE.match(line)
             if not match:
                 continue
@@ -687,3 +691,17 @@ class ProtocolDocumentTests(TestCase):
             self.assertIsInstance(response["timestamp"], str)
             self.assertIn(response["response"], ("error", "info", "message", "history"))
         self.assertGreater(shown, 30)
+
+    def test_shown_texts_are_the_servers(self):
+        """
+        Every error the document shows in a response is one the code can
+        send, and the help text it shows is the server's.
+        """
+        patterns = ErrorTexts(ERROR_SOURCES).patterns
+        shown = [json.loads(m.group(1)) for m in map(_SHOWN_RESPONSE.match, _lines()) if m]
+        errors = [r["content"] for r in shown if r["response"] == "error"]
+        unknown = [e for e in errors if not any(re.fullmatch(p, e) for p in patterns)]
+        self.assertEqual(unknown, [])
+        self.assertGreater(len(errors), 20)
+        helps = [r["content"] for r in shown if r["content"] == help_text()]
+        self.assertEqual(len(helps), 2)
