@@ -6,6 +6,7 @@ for, the Unix socket it creates, and its JSON log format.
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -193,7 +194,8 @@ class ListenTests(TestCase):
     def test_unix_socket(self):
         """
         A unix: socket (a relative path here) gets the backlog, is not
-        world-writable (mode 0660), and the log names its full path.
+        world-writable (mode 0660), and the log names its full path, and
+        its path (not UNIXAddress(None)) for a client that connects.
         """
         # Unique, as ss lists the sockets of every process by that name.
         name = os.path.basename(self.directory) + ".sock"
@@ -206,6 +208,9 @@ class ListenTests(TestCase):
         client = socket.socket(socket.AF_UNIX)
         self.addCleanup(client.close)
         client.connect(path)
+        # A client of a Unix socket has no address: the log names the socket.
+        server.wait_for_log(rf"Connection from a client of the Unix socket {re.escape(name)}")
+        self.assertNotIn("UNIXAddress(None)", server.log())
 
     def test_unix_socket_mode_option(self):
         """

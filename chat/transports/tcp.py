@@ -31,10 +31,12 @@ read.
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import Any, List, Optional
 
 from twisted.internet import tcp
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -69,6 +71,22 @@ class _Close:
 
 
 _CLOSE = _Close()
+
+
+def describe_peer(transport: Any) -> str:
+    """
+    Who is at the other end, for the log: an address and port, or for a
+    Unix socket (whose clients have no address) the socket's path.
+    """
+    peer = transport.getPeer()
+    if isinstance(peer, UNIXAddress) and not peer.name:
+        host = transport.getHost()
+        name = getattr(host, "name", None)
+        path = os.fsdecode(name) if name else "?"
+        return f"a client of the Unix socket {path}"
+    if isinstance(peer, (IPv4Address, IPv6Address)):
+        return f"{peer.host} port {peer.port}"
+    return str(peer)
 
 
 @implementer(IPushProducer)
@@ -302,7 +320,7 @@ class ChatServerProtocol(Protocol, TimeoutMixin):
         self.factory.service.stats.dropped["not_reading"] += 1
         _log.warn(
             "Dropping {peer}: it is not reading ({size} bytes waiting, limit {limit})",
-            peer=self.transport.getPeer(),
+            peer=describe_peer(self.transport),
             size=self._queue.counted,
             limit=self._limits.max_send_queue,
         )
@@ -352,8 +370,9 @@ class ChatServerProtocol(Protocol, TimeoutMixin):
         self._limits = limits = factory.limits
         self._decoder = StreamDecoder(limits.max_request_size)
         self.callLater = factory.clock.callLater  # for TimeoutMixin
-        peer = self.transport.getPeer()
-        refusal = factory.admission.admit(self, str(getattr(peer, "host", "")))
+        peer = describe_peer(self.transport)
+        address = self.transport.getPeer()
+        refusal = factory.admission.admit(self, str(getattr(address, "host", "")))
         if refusal is not None:
             _log.warn("Refusing {peer}: {reason}", peer=peer, reason=refusal)
             self._ending = True
@@ -441,7 +460,7 @@ class ChatServerProtocol(Protocol, TimeoutMixin):
         session = self.session
         if session is None or session.username is not None or self._ending:
             return
-        _log.info(log_format, peer=self.transport.getPeer())
+        _log.info(log_format, peer=describe_peer(self.transport))
         session.error(reason)
         self.disconnect()
 
@@ -458,7 +477,7 @@ class ChatServerProtocol(Protocol, TimeoutMixin):
         self.factory.admission.release(self)
         session = self.session
         if session is not None:
-            _log.info("Connection from {peer} closed", peer=self.transport.getPeer())
+            _log.info("Connection from {peer} closed", peer=describe_peer(self.transport))
             # The session refers to this protocol: drop the way back, so that
             # both are freed at once, with no cycle for the garbage collector
             # (which an idle server never runs).
