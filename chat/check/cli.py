@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import sys
-import textwrap
 from typing import Any, Dict, List, Optional, TextIO
 
 from twisted.python import usage
 
 from chat.check.checks import CHECKS, Result, Run, run_check
 from chat.check.probe import CannotConnect, Probe
+from chat.usage import ParagraphOptions
 
 #: Exit statuses.
 OK, FAILED, USAGE, CANNOT_CONNECT = 0, 1, 2, 3
@@ -31,7 +31,7 @@ def _port(value: str) -> int:
     return int(value)
 
 
-class Options(usage.Options):
+class Options(ParagraphOptions):
     synopsis = "Usage: chat-check [options] HOST PORT"
     longdesc = """\
 Check a chat server against the TTM4100 KTN JSON chat protocol: connect as
@@ -92,19 +92,6 @@ did, 2 for a usage error, 3 when the server could not be reached at all."""
             self["timeout"] = -1.0
         if not 0 < self["timeout"] <= 600:
             raise usage.UsageError(f"--timeout: {given} is not a number of seconds (at most 600)")
-
-    def getUsage(self, width: Optional[int] = None) -> str:
-        # usage.Options joins the description into one paragraph; keep ours.
-        longdesc, self.longdesc = self.longdesc, ""
-        try:
-            text = super().getUsage(width).rstrip()
-        finally:
-            self.longdesc = longdesc
-        paragraphs = [
-            textwrap.fill(" ".join(p.split()), width or 79, break_on_hyphens=False)
-            for p in longdesc.split("\n\n")
-        ]
-        return text + "\n\n" + "\n\n".join(paragraphs) + "\n"
 
 
 def summarize(results: List[Result]) -> Dict[str, int]:

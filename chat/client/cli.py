@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-import textwrap
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from twisted.python import usage
@@ -24,6 +23,7 @@ import chat
 from chat.client.config import ConfigError, InputHistory, config_path, history_path, load_config
 from chat.client.connection import ChatSession, describe_error
 from chat.client.display import Renderer
+from chat.usage import ParagraphOptions
 
 DEFAULT_HOST = "localhost"
 DEFAULT_PORT = 9998
@@ -57,7 +57,7 @@ def _yes(value: str, what: str) -> bool:
     raise usage.UsageError(f"{what}: {value!r} is not yes or no")
 
 
-class Options(usage.Options):
+class Options(ParagraphOptions):
     synopsis = "Usage: chat [options]   (or: python -m chat.client [options])"
     longdesc = """\
 A terminal client for the TTM4100 KTN JSON chat protocol.
@@ -152,18 +152,6 @@ unexpectedly, or answers were missing, 2 for a usage error."""
         """
         print(f"chat {chat.__version__}")
         sys.exit(0)
-
-    def getUsage(self, width: Optional[int] = None) -> str:
-        # usage.Options joins the description into one paragraph; keep ours.
-        longdesc, self.longdesc = self.longdesc, ""
-        try:
-            text = super().getUsage(width).rstrip()
-        finally:
-            self.longdesc = longdesc
-        paragraphs = [
-            textwrap.fill(" ".join(p.split()), width or 79) for p in longdesc.split("\n\n")
-        ]
-        return text + "\n\n" + "\n\n".join(paragraphs) + "\n"
 
     def _seconds(self, key: str) -> float:
         try:
