@@ -116,6 +116,21 @@ class StartupErrorTests(TestCase):
             result = self.twistd("-p", "tcp:0:interface=127.0.0.1", "-d", path, daemon=daemon)
             self.assert_one_line(result, path, "--database")
 
+    def test_database_in_use(self):
+        """
+        A database another running server uses: one line that names the
+        file, with and without -n, and the running server carries on.
+        """
+        path = os.path.join(self.directory, "chat.sqlite3")
+        first = ServerProcess(self.directory, "-d", path).start()
+        self.addCleanup(first.kill)
+        for daemon in (False, True):
+            result = self.twistd("-p", "tcp:0:interface=127.0.0.1", "-d", path, daemon=daemon)
+            self.assert_one_line(result, "chat.sqlite3", "in use by another chat server")
+        client = SocketClient(first.port)
+        self.addCleanup(client.close)
+        self.assertEqual(client.login("alice")[0]["response"], "info")
+
     def test_database_cannot_be_opened(self):
         """
         A database the pre-flight check cannot judge (here a directory)

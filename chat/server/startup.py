@@ -87,6 +87,18 @@ def _preflight_database(path: str, base: str) -> None:
             )
         if not os.access(path if os.path.exists(path) else directory, os.R_OK | os.W_OK):
             fail(f"cannot open database {path}: permission denied (choose another --database)")
+        if os.path.isfile(path):
+            # Another server's lock (see chat.storage.sqlite.lock_file), tried
+            # and let go at once: the real start takes it for good.
+            from chat.storage import StoreError
+            from chat.storage.sqlite import lock_file
+
+            try:
+                fd = lock_file(path)
+            except StoreError as e:
+                fail(f"{e}; check --database")
+            if fd is not None:
+                os.close(fd)
 
 
 def _preflight_port(description: str, base: str) -> None:
