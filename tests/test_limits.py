@@ -308,6 +308,32 @@ class SendQueueTests(LimitsTestsMixin, TestCase):
         self.assertEqual(len(alice.take()), 20)
         self.flushLoggedErrors()
 
+    def test_dropped_at_the_first_response_past_the_limit(self):
+        """
+        A batch of messages arriving for a stalled client is counted
+        response by response: it is dropped holding at most the limit and
+        one response, not the whole batch.
+        """
+        alice = self.logged_in("alice")
+        bob = self.logged_in("bob")
+        bob.transport.producer.pauseProducing()
+        held = []
+        drop = bob.protocol._drop_slow_consumer
+
+        def dropping():
+            held.append(bob.protocol._queue.counted)
+            drop()
+
+        bob.protocol._drop_slow_consumer = dropping
+        alice.protocol.dataReceived(
+            b"".join(encode_request("msg", f"{i} " + "x" * 150) for i in range(10))
+        )
+        self.clock.advance(0)
+        self.assertTrue(bob.transport.disconnected)
+        [at_drop] = held
+        self.assertGreater(at_drop, 1000)
+        self.assertLess(at_drop, 1000 + 250)
+
     def test_history_burst_not_counted(self):
         """
         A history larger than the limit, sent while the client's buffer is

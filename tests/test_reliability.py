@@ -30,7 +30,6 @@ from twisted.trial.unittest import TestCase
 from chat.core.limits import Limits
 from chat.core.service import ChatService
 from chat.storage import LOBBY, MemoryStore, SQLiteStore
-from chat.transports.connection import entry_size
 from chat.transports.tcp import ChatServerFactory, ChatServerProtocol, ConnectionLimits
 from chat.wire import StreamDecoder, encode_request
 from tests.support import PATIENCE, ServerProcess, SocketClient
@@ -131,12 +130,20 @@ class TrackedProtocol(ChatServerProtocol):
             # A small kernel buffer, so a stalled reader shows at once.
             self.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
 
-    def _enqueue(self, entries, burst: bool = False) -> None:
+    def _held(self) -> int:
         t = self.transport
         twisted_buffer = len(t.dataBuffer) - t.offset + t._tempDataLen
-        held = self._queue.counted + (0 if burst else sum(entry_size(e) for e in entries))
-        self.peak_held = max(self.peak_held, held + twisted_buffer)
+        return self._queue.counted + twisted_buffer
+
+    def _enqueue(self, entries, burst: bool = False) -> None:
         super()._enqueue(entries, burst)
+        if not self._closing:
+            self.peak_held = max(self.peak_held, self._held())
+
+    def _drop_slow_consumer(self) -> None:
+        # What it held at the moment it was found over the limit.
+        self.peak_held = max(self.peak_held, self._held())
+        super()._drop_slow_consumer()
 
     def pause_reading(self) -> None:
         self.read_pauses += 1

@@ -48,7 +48,7 @@ from chat.core.interfaces import IChatClient, IFlowControlledClient
 from chat.core.service import ChatService
 from chat.core.session import Session
 from chat.transports import encoding
-from chat.transports.connection import Admission, ConnectionLimits, SendQueue
+from chat.transports.connection import Admission, ConnectionLimits, SendQueue, entry_size
 from chat.wire import StreamDecoder, parse_request
 
 __all__ = ["PACING", "ChatServerFactory", "ChatServerProtocol", "ConnectionLimits"]
@@ -258,10 +258,18 @@ class ChatServerProtocol(Protocol, TimeoutMixin):
             return
         self._direct = False
         queue = self._queue
-        queue.push(entries, burst)
-        if queue.counted > self._limits.max_send_queue:
-            self._drop_slow_consumer()
-            return
+        limit = self._limits.max_send_queue
+        if burst or queue.counted + sum(map(entry_size, entries)) <= limit:
+            queue.push(entries, burst)
+        else:
+            # Response by response: the client is dropped at the first one
+            # past the limit, so it never holds more than the limit and one
+            # response.
+            for entry in entries:
+                queue.push([entry])
+                if queue.counted > limit:
+                    self._drop_slow_consumer()
+                    return
         self._pump()
 
     def _pump(self) -> None:
