@@ -226,7 +226,9 @@ class Options(usage.Options):
             "max-connections",
             None,
             _CONNECTION.max_connections,
-            "Most connections open at once (0: no limit); more are refused with an error.",
+            "Most connections open at once (0: no limit). Past it the oldest "
+            "connection that has not logged in makes room; if all are logged in, "
+            "the newcomer is refused with an error.",
             _count,
         ],
         [
