@@ -12,7 +12,7 @@ from zope.interface.verify import verifyObject
 from chat.core.commands import COMMANDS, help_text
 from chat.core.interfaces import IChatClient
 from chat.core.limits import Limits
-from chat.core.service import ChatService
+from chat.core.service import MAX_STORING, ChatService
 from chat.storage import LOBBY, MemoryStore, Message
 from chat.storage.testing import ControlledStore, FailingStore
 from chat.testing import FakeClient
@@ -460,31 +460,36 @@ class HistoryTests(ServiceTestsMixin, TestCase):
     def test_slow_store_holds_no_one_else(self):
         """
         While the store takes its time with a message, the sender's later
-        requests wait (in order), other clients are served at once, and
-        the messages sent meanwhile gather into one next batch, stored
-        after the first.
+        requests wait (in order), other clients are served at once; the
+        store gets at most MAX_STORING batches at once, the messages sent
+        meanwhile gather into one next batch, and broadcasts come in the
+        order the store answers.
         """
         store = ControlledStore(self.clock)
         self.service = ChatService(store, self.clock)
         alice, a = self.logged_in("alice")
         bob, b = self.logged_in("bob")
+        carol, c = self.logged_in("carol")
         self.send(alice, "msg", "first")
         self.send(alice, "names")
         self.send(bob, "names")
-        self.assertEqual(b.take()[0]["content"], "alice, bob")
+        self.assertEqual(b.take()[0]["content"], "alice, bob, carol")
         self.assertEqual(a.raw, [])
         self.send(bob, "msg", "second")
-        self.send(bob, "msg", "third")
-        self.assertEqual([op.name for op in store.pending], ["append"])
+        self.send(carol, "msg", "third")
+        self.send(carol, "msg", "fourth")
+        batches = [[m.content for m in op.args[0]] for op in store.pending]
+        self.assertEqual(batches, [["first"], ["second"]])
+        self.assertEqual(MAX_STORING, 2)
         store.release()
         self.clock.advance(0)
-        self.assertEqual([r["content"] for r in a.take()], ["first", "alice, bob"])
-        self.assertEqual(
-            [[m.content for m in op.args[0]] for op in store.pending], [["second", "third"]]
-        )
-        store.release()
+        self.assertEqual([r["content"] for r in a.take()], ["first", "alice, bob, carol"])
+        batches = [[m.content for m in op.args[0]] for op in store.pending]
+        self.assertEqual(batches, [["second"], ["third", "fourth"]])
+        store.release_all()
         self.clock.advance(0)
-        self.assertEqual([r["content"] for r in b.take()], ["first", "second", "third"])
+        self.assertEqual([r["content"] for r in b.take()], ["first", "second", "third", "fourth"])
+        self.assertEqual(self.successResultOf(self.service.when_stored()), None)
 
     def test_load(self):
         """

@@ -41,6 +41,11 @@ from chat.core.stats import Stats
 from chat.storage import LOBBY, IMessageStore, Message, StoredMessage, StoreError
 from chat.wire import DecodeError, Request, format_timestamp
 
+#: Batches the store may have at once: while it writes one, the next is
+#: already queued behind it (a store answers in order, so broadcasts stay in
+#: order), and the reactor need not wait for the thread to come back.
+MAX_STORING = 2
+
 #: The most messages one C{history} request pages back at once.
 MAX_PAGE = 500
 
@@ -81,7 +86,7 @@ class ChatService:
         self._recipients: Optional[Tuple[IChatClient, ...]] = None
         self._pending: List[Tuple[Session, Message]] = []
         self._flush_call: Optional[IDelayedCall] = None
-        self._storing: Optional[Deferred] = None  # the batch the store has now
+        self._storing = 0  # batches handed to the store and not yet stored
         self._stored_waiters: List[Deferred] = []
         self._sessions: Dict[Session, None] = {}
         self._stopping = False
@@ -170,7 +175,7 @@ class ChatService:
         A Deferred that fires once no message is waiting to be stored.
         """
         d: Deferred = Deferred()
-        if self._storing is None and not self._pending:
+        if not self._storing and not self._pending:
             d.callback(None)
         else:
             self._stored_waiters.append(d)
@@ -343,7 +348,7 @@ class ChatService:
         message = Message(LOBBY, self.now(), session.username, text)
         self._pending.append((session, message))
         session.wait()
-        if self._flush_call is None and self._storing is None:
+        if self._flush_call is None and self._storing < MAX_STORING:
             self._flush_call = self.clock.callLater(0, self.flush)
 
     def _message_error(self, text: Any) -> Optional[str]:
@@ -374,17 +379,18 @@ class ChatService:
 
     def flush(self) -> None:
         """
-        Hand the pending messages to the store as one batch, unless it is
-        still storing the last one (then they go when it is done).
+        Hand the pending messages to the store as one batch, unless it
+        already has L{MAX_STORING} (then they go when one is done).
         """
         if self._flush_call is not None:
             if self._flush_call.active():
                 self._flush_call.cancel()
             self._flush_call = None
-        if self._storing is not None or not self._pending:
+        if self._storing >= MAX_STORING or not self._pending:
             return
         batch, self._pending = self._pending, []
-        d = self._storing = self.store.append([m for _, m in batch])
+        self._storing += 1
+        d = self.store.append([m for _, m in batch])
         d.addCallbacks(self._stored, self._not_stored, (batch,), None, (batch,))
         d.addBoth(self._store_done)
 
@@ -415,13 +421,13 @@ class ChatService:
             self.log.failure("Could not {what}", failure, what=what)
 
     def _store_done(self, result: object) -> None:
-        self._storing = None
+        self._storing -= 1
         if self._pending:
             # What gathered while the store worked goes as the next batch,
             # in the next reactor turn.
             if self._flush_call is None:
                 self._flush_call = self.clock.callLater(0, self.flush)
-        else:
+        elif not self._storing:
             waiters, self._stored_waiters = self._stored_waiters, []
             for d in waiters:
                 d.callback(None)

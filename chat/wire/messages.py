@@ -82,7 +82,15 @@ def format_timestamp(seconds: float) -> str:
     """
     The timestamp string of a response: ISO 8601 in UTC, to the second.
     """
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+    whole = int(seconds)
+    if whole != _last_second[0]:
+        _last_second[:] = [whole, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(whole))]
+    return _last_second[1]  # type: ignore[no-any-return]
+
+
+# The last second formatted, and its text: every response of a busy second
+# shares one formatting.
+_last_second: list = [None, ""]
 
 
 def _escape_line_break(match: "re.Match[str]") -> str:
@@ -98,7 +106,7 @@ def encode_json(value: Any) -> str:
     reader, Python's C{str.splitlines()} included.
     """
     text = _encoder.encode(value)
-    if _LINE_BREAKS.search(text) is None:
+    if text.isascii() or _LINE_BREAKS.search(text) is None:  # (isascii is O(1))
         return text
     return _LINE_BREAKS.sub(_escape_line_break, text)
 
