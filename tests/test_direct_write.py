@@ -133,20 +133,23 @@ class DirectWriteTests(TestCase):
                 self.fail(f"message {i} differs:\n{got[:300]!r}\n{want[:300]!r}")
         return [json.loads(line)["content"] for line in lines]
 
-    def exercise(self, capacities, size, drain_every):
+    def exercise(self, capacities, size, drain_every, write_every=1):
         """
         Alice sends 300 messages of about C{size} bytes; the reactor gets to
-        write to bob's socket once after each, and to write all it holds
-        after every C{drain_every} of them, so that deliveries arrive both
-        while Twisted's buffer is empty (sent directly, often only in part)
-        and while it holds data; then everything is written out.
+        write to bob's socket once after every C{write_every} of them, and
+        to write all it holds after every C{drain_every}, so that
+        deliveries arrive while Twisted's buffer is empty (sent directly,
+        often only in part), while it holds data it has not tried to send
+        yet, and while it holds the rest of a send; then everything is
+        written out.
         """
         protocol, transport, sock = self.reader(capacities)
         texts = [f"{i} " + "x" * size for i in range(300)]
         for i, text in enumerate(texts):
             self.sender.dataReceived(encode_request("msg", text))
             self.clock.advance(0)
-            transport.flush_once()
+            if i % write_every == 0:
+                transport.flush_once()
             if i % drain_every == 0:
                 transport.drain()
         for _ in range(100000):
@@ -164,8 +167,8 @@ class DirectWriteTests(TestCase):
         once, in order, whether a delivery found Twisted's buffer empty
         (and was sent in part directly) or holding an earlier one's rest.
         """
-        for drain_every in (1, 3, 1000):
-            _, sock = self.exercise([7, 1, 300, 2, 1 << 20], 60, drain_every)
+        for drain_every, write_every in ((1, 1), (3, 1), (1000, 1), (4, 2), (6, 3)):
+            _, sock = self.exercise([7, 1, 300, 2, 1 << 20], 60, drain_every, write_every)
             if drain_every < 1000:
                 self.assertGreater(sock.partial_direct, 10, drain_every)
 

@@ -110,20 +110,16 @@ class Broadcast:
     messages' lines, for a client that reads a stream) is joined once.
     """
 
-    __slots__ = ("messages", "_data")
+    __slots__ = ("messages", "data")
 
     def __init__(self, messages: Sequence[ChatMessage]) -> None:
         self.messages = tuple(messages)
-        self._data: Optional[bytes] = None
-
-    @property
-    def data(self) -> bytes:
-        data = self._data
-        if data is None:
-            messages = self.messages
-            data = messages[0].line if len(messages) == 1 else b"".join(m.line for m in messages)
-            self._data = data
-        return data
+        # Joined at once: every recipient that reads a stream reads this.
+        self.data = (
+            self.messages[0].line
+            if len(self.messages) == 1
+            else b"".join(m.line for m in self.messages)
+        )
 
 
 class HistoryWindow:

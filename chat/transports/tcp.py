@@ -12,7 +12,7 @@ encodings are in L{chat.transports.encoding}):
 
 - A client that ends its requests with a newline reads a stream: responses
   are written as they come. A broadcast is written straight to the socket
-  when Twisted's buffer for it is empty (see L{ChatServerProtocol._send_now}).
+  when Twisted's buffer for it is empty (see L{ChatServerProtocol.send}).
 - A client that sends bare JSON is a legacy client that reads one response
   per C{recv()}: its responses are written one at a time, L{PACING} seconds
   apart, each small enough for its read; chat messages that wait at once go
@@ -153,7 +153,32 @@ class ChatServerProtocol(Protocol, TimeoutMixin):
 
     def send(self, event: Any) -> None:
         if self._direct and type(event) is Broadcast:
-            self._write_broadcast(event)
+            # The hot path: a broadcast to a stream client whose transport
+            # holds nothing. Send it on the TCP socket at once, as asyncio
+            # does: a broadcast writes to every recipient in one turn, and
+            # left to the reactor each write costs two epoll_ctl calls and a
+            # doWrite, twice the cost of the send itself. The guards read
+            # Twisted's own buffer attributes (not public API), with
+            # defaults that fall back to transport.write if they ever
+            # change; tests/test_direct_write.py fails if a guard or a byte
+            # goes missing.
+            data = event.data
+            transport = self.transport
+            sent = 0
+            if (
+                not getattr(transport, "_tempDataLen", 1)
+                and not getattr(transport, "dataBuffer", b"?")
+                and isinstance(transport, tcp.Connection)
+                and transport.connected
+                and not transport.disconnecting
+            ):
+                try:
+                    sent = transport.socket.send(data)
+                except OSError:
+                    sent = 0  # the reactor finds out what is wrong
+                if sent == len(data):
+                    return
+            self._write_rest(event, sent)
             return
         if self._ending:
             return
@@ -164,16 +189,12 @@ class ChatServerProtocol(Protocol, TimeoutMixin):
             entries = encoding.stream(event, history_format)
         self._enqueue(entries, burst=type(event) is HistoryWindow and event.login)
 
-    def _write_broadcast(self, event: Broadcast) -> None:
+    def _write_rest(self, event: Broadcast, sent: int) -> None:
         """
-        Write a broadcast at once, on the socket itself when Twisted's
-        buffer is empty. What the socket does not take goes to the
-        transport (and, once it pauses us, to our queue) message by message.
+        What the socket did not take of a broadcast goes to the transport
+        (and, once it pauses us, to our queue) message by message, from the
+        first byte not sent.
         """
-        data = event.data
-        sent = self._send_now(data)
-        if sent == len(data):
-            return
         rest: List[bytes] = []
         offset = 0
         for message in event.messages:
@@ -187,31 +208,6 @@ class ChatServerProtocol(Protocol, TimeoutMixin):
                 self._enqueue(rest[i:])
                 return
             self.transport.write(piece)
-
-    def _send_now(self, data: bytes) -> int:
-        """
-        Send C{data} on a TCP socket at once when nothing is buffered, as
-        asyncio does; return how many bytes the socket took (0 if it was
-        not tried). A broadcast writes to every recipient in one turn; left
-        to the reactor, each write costs two epoll_ctl calls and a doWrite,
-        twice the cost of the send itself. The guards read Twisted's own
-        buffer attributes (not public API), with defaults that fall back to
-        transport.write if they ever change; tests/test_direct_write.py
-        fails if a guard or a byte goes missing.
-        """
-        transport = self.transport
-        if (
-            isinstance(transport, tcp.Connection)
-            and not getattr(transport, "_tempDataLen", 1)
-            and not getattr(transport, "dataBuffer", b"?")
-            and transport.connected
-            and not transport.disconnecting
-        ):
-            try:
-                return transport.socket.send(data)
-            except OSError:
-                return 0  # the reactor finds out what is wrong
-        return 0
 
     def disconnect(self) -> None:
         if self._ending:
