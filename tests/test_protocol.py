@@ -186,6 +186,26 @@ class FramingTests(ProtocolTestsMixin, TestCase):
             items += [json.loads(i)["content"] for i in response["content"]]
         self.assertEqual(items, [f"{i} " + "y" * 40 for i in range(300)])
 
+    def test_legacy_history_pieces_shared_timestamps_own(self):
+        """
+        Two legacy logins on the same window get the same pieces, each
+        response stamped with its own login's time.
+        """
+        self.fill_history(100)
+        self.clock.advance(1000)
+        first, ft = self.connect()
+        first.dataReceived(request("login", "first"))
+        self.run_clock(5)
+        self.clock.advance(1000)
+        second, st = self.connect()
+        second.dataReceived(request("login", "second"))
+        self.run_clock(5)
+        a, b = self.responses(ft)[1:], self.responses(st)[1:]
+        self.assertGreater(len(a), 3)
+        self.assertEqual([r["content"] for r in a], [r["content"] for r in b])
+        self.assertNotEqual(a[0]["timestamp"], b[0]["timestamp"])
+        self.assertEqual({r["timestamp"] for r in b}, {b[0]["timestamp"]})
+
     def test_newline_history_whole(self):
         """
         A streaming client gets the history in one response.

@@ -597,6 +597,25 @@ class HistoryTests(ServiceTestsMixin, TestCase):
         items = [json.loads(i)["content"] for i in client.received[1]["content"]]
         self.assertEqual(items, ["7", "8", "9"])
 
+    def test_budget_window_shared_until_a_message(self):
+        """
+        Logins with the same history budget share one cut window while no
+        message arrives; the next message makes a new one that holds it.
+        """
+        alice, _ = self.logged_in("alice")
+        for i in range(20):
+            self.send(alice, "msg", f"{i:02} " + "x" * 100)
+        windows = []
+        for name in ("bob", "carol"):
+            session, client = self.connect(history_budget=600)
+            self.send(session, "login", name)
+            windows.append(client.events[1])
+        self.assertIs(windows[0].body("string"), windows[1].body("string"))
+        self.send(alice, "msg", "20 new")
+        session, client = self.connect(history_budget=600)
+        self.send(session, "login", "dave")
+        self.assertEqual(client.events[1].messages[-1].content, "20 new")
+
     def test_page_store_failure(self):
         """
         A store that cannot read older history gets the client an error,

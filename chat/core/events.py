@@ -20,7 +20,7 @@ Catalogue:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from chat.core.rules import SERVER_NAME
 from chat.wire import encode_json, encode_response
@@ -129,16 +129,18 @@ class HistoryWindow:
     count against the client's send-queue limit) or a page of older
     history. Made by L{chat.core.history.Window}, which shares one between
     all the logins that see the same window; C{body(format)} is the list's
-    encoded inside, joined once per format for all of them.
+    encoded inside, joined once per format for all of them, and
+    L{memo} keeps any other encoding a transport makes of it (the pieces
+    for a legacy client) for all of them too.
     """
 
-    __slots__ = ("messages", "timestamp", "login", "_bodies")
+    __slots__ = ("messages", "timestamp", "login", "_memo")
 
     def __init__(self, messages: Sequence[ChatMessage], timestamp: str, login: bool = True) -> None:
         self.messages = tuple(messages)
         self.timestamp = timestamp
         self.login = login
-        self._bodies: Dict[str, bytes] = {}
+        self._memo: Dict[Any, Any] = {}
 
     def stamped(self, timestamp: str) -> "HistoryWindow":
         """
@@ -148,15 +150,26 @@ class HistoryWindow:
             return self
         other = HistoryWindow.__new__(HistoryWindow)
         other.messages, other.timestamp, other.login = self.messages, timestamp, self.login
-        other._bodies = self._bodies
+        other._memo = self._memo
         return other
+
+    def memo(self, key: Any, make: Callable[[], Any]) -> Any:
+        """
+        C{make()}, made once for this window (whatever its timestamp) and
+        kept under C{key}: an encoding that does not depend on the time.
+        """
+        memo = self._memo
+        try:
+            return memo[key]
+        except KeyError:
+            value = memo[key] = make()
+            return value
 
     def body(self, history_format: str) -> bytes:
         """
         The items of the C{history} list, encoded and joined by commas.
         """
-        body = self._bodies.get(history_format)
-        if body is None:
-            body = b",".join(m.item(history_format) for m in self.messages)
-            self._bodies[history_format] = body
-        return body
+        return self.memo(
+            ("body", history_format),
+            lambda: b",".join(m.item(history_format) for m in self.messages),
+        )

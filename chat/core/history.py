@@ -8,7 +8,7 @@ and are paged through on request (L{chat.core.service.ChatService.page}).
 from __future__ import annotations
 
 from collections import deque
-from typing import Deque, Iterable, List, Optional
+from typing import Deque, Dict, Iterable, List, Optional, Tuple
 
 from chat.core.events import ChatMessage, HistoryWindow
 
@@ -29,6 +29,8 @@ class Window:
         self.limit = limit
         self._messages: Deque[ChatMessage] = deque(maxlen=limit)
         self._event: Optional[HistoryWindow] = None
+        # The window cut to a budget, per (budget, format), until it changes.
+        self._trimmed: Dict[Tuple[int, str], HistoryWindow] = {}
 
     def __len__(self) -> int:
         return len(self._messages)
@@ -36,6 +38,7 @@ class Window:
     def extend(self, messages: Iterable[ChatMessage]) -> None:
         self._messages.extend(messages)
         self._event = None
+        self._trimmed = {}
 
     def replace(self, messages: Iterable[ChatMessage]) -> None:
         """
@@ -50,12 +53,17 @@ class Window:
         """
         The window as a login's L{HistoryWindow}: one object (and one
         encoding) for every login until the window changes. With C{budget},
-        only the newest messages whose items fit in that many bytes.
+        only the newest messages whose items fit in that many bytes (also
+        one object for every login with that budget).
         """
         if budget is not None:
-            kept = newest_within(list(self._messages), budget, history_format)
-            if len(kept) < len(self._messages):
-                return HistoryWindow(kept, timestamp)
+            trimmed = self._trimmed.get((budget, history_format))
+            if trimmed is None:
+                kept = newest_within(list(self._messages), budget, history_format)
+                if len(kept) < len(self._messages):
+                    trimmed = self._trimmed[budget, history_format] = HistoryWindow(kept, timestamp)
+            if trimmed is not None:
+                return trimmed.stamped(timestamp)
         event = self._event
         if event is None:
             event = self._event = HistoryWindow(tuple(self._messages), timestamp)

@@ -202,18 +202,25 @@ def legacy_history(event: HistoryWindow, history_format: str) -> List[bytes]:
     alone, shortened if it would pass L{LEGACY_MAX_RESPONSE}), in order;
     always at least one response, empty for an empty window. (The core
     keeps a legacy client's window within L{LEGACY_HISTORY_BYTES}: see
-    L{chat.core.interfaces.IChatClient.history_budget}.)
+    L{chat.core.interfaces.IChatClient.history_budget}.) The pieces are
+    packed once per window, for every login that gets it; each login only
+    frames them with its timestamp.
     """
-    items = [legacy_item(m, history_format) for m in event.messages]
-    return pack_history(event.timestamp, items)
+    bodies = event.memo(
+        ("legacy", history_format),
+        lambda: pack_bodies([legacy_item(m, history_format) for m in event.messages]),
+    )
+    prefix, suffix = history_frame(event.timestamp)
+    return [prefix + body + suffix for body in bodies]
 
 
-def pack_history(timestamp: str, items: Sequence[bytes]) -> List[bytes]:
+def pack_bodies(items: Sequence[bytes]) -> List[bytes]:
     """
-    C{history} responses holding C{items} in order, as few as fit in
-    L{LEGACY_RESPONSE} bytes each.
+    C{items} in order, joined into as few C{history} lists as fit in
+    L{LEGACY_RESPONSE} bytes each with their frame (timestamps are of
+    fixed width); at least one, empty for no items.
     """
-    prefix, suffix = history_frame(timestamp)
+    prefix, suffix = history_frame("2000-01-01T00:00:00Z")
     overhead = len(prefix) + len(suffix)
     out: List[bytes] = []
     chunk: List[bytes] = []
@@ -221,12 +228,12 @@ def pack_history(timestamp: str, items: Sequence[bytes]) -> List[bytes]:
     for item in items:
         extra = len(item) + (1 if chunk else 0)
         if chunk and size + extra > LEGACY_RESPONSE:
-            out.append(prefix + b",".join(chunk) + suffix)
+            out.append(b",".join(chunk))
             chunk, size = [], overhead
             extra = len(item)
         chunk.append(item)
         size += extra
-    out.append(prefix + b",".join(chunk) + suffix)
+    out.append(b",".join(chunk))
     return out
 
 
