@@ -29,7 +29,7 @@ import chat
 import twisted
 from chat.server import options as opts
 from chat.server import startup, tap
-from tests.support import PATIENCE, TWISTD, ServerProcess, SocketClient, child_env
+from tests.support import PATIENCE, ROOT, TWISTD, ServerProcess, SocketClient, child_env
 
 
 class PluginTests(TestCase):
@@ -376,6 +376,30 @@ class RealServerTests(TestCase):
         carol = self.client(server)
         _, history = carol.login("carol")
         self.assertEqual([json.loads(i)["content"] for i in history["content"]], rows)
+
+    def test_first_login_gets_the_history(self):
+        """
+        On the first start on a database of the first release (which the
+        server upgrades), a login made the moment the server listens gets
+        the history, not an empty one: requests wait until the window is
+        read.
+        """
+        db = sqlite3.connect(self.database)
+        with open(os.path.join(ROOT, "chat", "storage", "schema", "v1.sql")) as f:
+            db.executescript(f.read())
+        db.executemany(
+            "INSERT INTO messages (timestamp, sender, content) VALUES (?, ?, ?)",
+            (("2026-12-01T00:00:00Z", "old", f"m{i}") for i in range(50000)),
+        )
+        db.commit()
+        db.close()
+        server = self.start("-d", self.database)
+        carol = self.client(server, newline=False)
+        carol.send("login", "carol")
+        carol.read_until(lambda: carol.of("history"))
+        self.assertNotEqual(carol.of("history")[0]["content"], [])
+        carol.read_until(lambda: carol.messages()[-1]["content"] == "m49999")
+        self.assertEqual(len(carol.messages()), 500)
 
     def test_bad_client_others_carry_on(self):
         """
