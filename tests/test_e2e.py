@@ -5,69 +5,26 @@ L{twisted.test.iosim}, no sockets, a fake clock.
 
 import json
 
-from twisted.internet.address import IPv4Address
-from twisted.internet.protocol import Protocol
-from twisted.internet.task import Clock
-from twisted.test.iosim import connectedServerAndClient
 from twisted.trial.unittest import TestCase
 
-from chat.core.service import ChatService
-from chat.storage import MemoryStore
-from chat.transports.tcp import ChatServerFactory
-from chat.wire import StreamDecoder
-
-
-class RecordingClient(Protocol):
-    """
-    A minimal client: writes requests as told, decodes what comes back.
-    """
-
-    def __init__(self, newline):
-        self.newline = newline
-        self.decoder = StreamDecoder()
-        self.received = []
-        self.closed = False
-
-    def dataReceived(self, data):
-        self.received.extend(self.decoder.feed(data))
-
-    def connectionLost(self, reason):
-        self.closed = True
-
-    def send(self, word, content=None):
-        data = json.dumps({"request": word, "content": content}).encode()
-        self.transport.write(data + (b"\n" if self.newline else b""))
-
-    def take(self):
-        out, self.received = self.received, []
-        return out
+from chat.testing import ChatHarness
 
 
 class EndToEndTests(TestCase):
     def setUp(self):
-        self.clock = Clock()
-        self.store = MemoryStore(self.clock)
-        self.service = ChatService(self.store, self.clock)
-        self.factory = ChatServerFactory(self.service, self.clock)
-        self.pumps = []
+        self.harness = ChatHarness()
+        self.clock = self.harness.clock
+        self.service = self.harness.service
+        self.store = self.harness.store
 
     def connect(self, newline):
-        client, server, pump = connectedServerAndClient(
-            lambda: self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 0)),
-            lambda: RecordingClient(newline),
-            clock=self.clock,
-        )
-        self.pumps.append(pump)
-        return client
+        return self.harness.connect(newline=newline)
 
     def settle(self):
         """
         Move bytes and time until everything sent has arrived.
         """
-        for _ in range(200):
-            for pump in self.pumps:
-                pump.pump()
-            self.clock.advance(0.005)
+        self.harness.settle()
 
     def test_example_session(self):
         """

@@ -2,8 +2,9 @@
 What every transport's connections share, whatever their framing (TCP
 today, WebSocket next): the limits on connections, admission (counting
 connections in total and per address, and making room by closing the
-oldest connection that has not logged in), and the send queue that holds
-what a client has not yet taken, with its bound.
+oldest connection that has not logged in), the login deadline, and the
+send queue that holds what a client has not yet taken, with its bound.
+(Flood control is the core's, in L{chat.core.session}.)
 """
 
 from __future__ import annotations
@@ -11,7 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Protocol, Sequence
 
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+
 from chat.wire import MAX_VALUE_SIZE
+
+_log = Logger(namespace=__name__)
 
 
 @dataclass(frozen=True)
@@ -218,3 +224,55 @@ class SendQueue:
         self._entries = []
         self._head = 0
         self.queued = self._burst = 0
+
+
+class LoginDeadline(TimeoutMixin):
+    """
+    The part of a connection's protocol that any transport shares about
+    logging in: a connection that has not logged in by the deadline is told
+    and closed, and one that the L{Admission} picks to make room is told
+    and closed too. A protocol using it has C{session} (the core's
+    L{Session}, or None), C{disconnect()} and C{describe()} (who is at the
+    other end, for the log), calls L{start_login_deadline} when it starts
+    serving and L{logged_in_now} when its session has logged in, and calls
+    C{setTimeout(None)} when the connection is lost.
+    """
+
+    session: Any
+    _ending: bool
+
+    def start_login_deadline(self, seconds: float, clock: Any) -> None:
+        self.callLater = clock.callLater  # TimeoutMixin schedules with it
+        if seconds > 0:
+            self._login_timeout = seconds
+            self.setTimeout(seconds)
+
+    def logged_in_now(self, admission: "Admission") -> None:
+        if self.timeOut is not None:
+            self.setTimeout(None)
+        admission.logged_in(self)  # type: ignore[arg-type]
+
+    def timeoutConnection(self) -> None:
+        self._close_unlogged(
+            "No login from {peer} in time",
+            f"No login within {getattr(self, '_login_timeout', 0):g} seconds; closing",
+        )
+
+    def make_room(self) -> None:
+        """
+        Close this connection, which has not logged in, to let a newcomer in
+        while the server is full (the admission counts it gone at once).
+        """
+        self._close_unlogged(
+            "Closing {peer}, which has not logged in, to make room",
+            "Server full: connections that do not log in are closed to make room; "
+            "log in right after connecting",
+        )
+
+    def _close_unlogged(self, log_format: str, reason: str) -> None:
+        session = self.session
+        if session is None or session.username is not None or self._ending:
+            return
+        _log.info(log_format, peer=self.describe())  # type: ignore[attr-defined]
+        session.error(reason)
+        self.disconnect()  # type: ignore[attr-defined]

@@ -40,7 +40,6 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
-from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
 from chat.core.events import Broadcast, ChatMessage, HistoryWindow, Notice
@@ -48,7 +47,13 @@ from chat.core.interfaces import IChatClient, IFlowControlledClient
 from chat.core.service import ChatService
 from chat.core.session import Session
 from chat.transports import encoding
-from chat.transports.connection import Admission, ConnectionLimits, SendQueue, entry_size
+from chat.transports.connection import (
+    Admission,
+    ConnectionLimits,
+    LoginDeadline,
+    SendQueue,
+    entry_size,
+)
 from chat.wire import StreamDecoder, parse_request
 
 __all__ = ["PACING", "ChatServerFactory", "ChatServerProtocol", "ConnectionLimits"]
@@ -111,7 +116,7 @@ class _SendWindow:
 
 
 @implementer(IChatClient, IFlowControlledClient)
-class ChatServerProtocol(Protocol, TimeoutMixin):
+class ChatServerProtocol(Protocol, LoginDeadline):
     """
     One client connection.
     """
@@ -320,6 +325,9 @@ class ChatServerProtocol(Protocol, TimeoutMixin):
         self._pacer = None
         self._pump()
 
+    def describe(self) -> str:
+        return describe_peer(self.transport)
+
     def _drop_slow_consumer(self) -> None:
         self.factory.service.stats.dropped["not_reading"] += 1
         _log.warn(
@@ -373,7 +381,6 @@ class ChatServerProtocol(Protocol, TimeoutMixin):
         factory = self.factory
         self._limits = limits = factory.limits
         self._decoder = StreamDecoder(limits.max_request_size)
-        self.callLater = factory.clock.callLater  # for TimeoutMixin
         peer = describe_peer(self.transport)
         address = self.transport.getPeer()
         refusal = factory.admission.admit(self, str(getattr(address, "host", "")))
@@ -392,8 +399,7 @@ class ChatServerProtocol(Protocol, TimeoutMixin):
         if hasattr(self.transport, "registerProducer"):
             self._producer = _SendWindow(self)
             self.transport.registerProducer(self._producer, True)
-        if limits.login_timeout > 0:
-            self.setTimeout(limits.login_timeout)
+        self.start_login_deadline(limits.login_timeout, factory.clock)
         _log.info("Connection from {peer}", peer=peer)
         self.session = factory.service.connect(self)
 
@@ -439,34 +445,7 @@ class ChatServerProtocol(Protocol, TimeoutMixin):
                 return
             session.receive(parse_request(value))
         if session.username is not None:
-            if self.timeOut is not None:
-                self.setTimeout(None)
-            self.factory.admission.logged_in(self)
-
-    def timeoutConnection(self) -> None:
-        self._close_unlogged(
-            "No login from {peer} in time",
-            f"No login within {self._limits.login_timeout:g} seconds; closing",
-        )
-
-    def make_room(self) -> None:
-        """
-        Close this connection, which has not logged in, to let a newcomer in
-        while the server is full (the admission counts it gone at once).
-        """
-        self._close_unlogged(
-            "Closing {peer}, which has not logged in, to make room",
-            "Server full: connections that do not log in are closed to make room; "
-            "log in right after connecting",
-        )
-
-    def _close_unlogged(self, log_format: str, reason: str) -> None:
-        session = self.session
-        if session is None or session.username is not None or self._ending:
-            return
-        _log.info(log_format, peer=describe_peer(self.transport))
-        session.error(reason)
-        self.disconnect()
+            self.logged_in_now(self.factory.admission)
 
     def connectionLost(self, reason: object = None) -> None:
         self._closing = self._ending = True
