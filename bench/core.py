@@ -988,9 +988,11 @@ def names(
                     readers[size] = Legacy(server.port, f"reader{size}", size)
                     readers[size].quiet(0.5, 30)
                     expected.append(f"reader{size}")
+                # Both ask while both are logged in: each answer lists both.
+                for reader in readers.values():
+                    reader.send("names")
                 results = {}
                 for size, reader in readers.items():
-                    reader.send("names")
                     reader.quiet(1.5, 60)
                     results[size] = reader.stop()
                 readers.clear()
