@@ -29,6 +29,7 @@ together.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -42,7 +43,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from bench.loadgen import Workers, sources
 from bench.scenarios import _pct, _settle
@@ -342,6 +343,23 @@ class Databases:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def serving(kind: str, dbs: "Databases", messages: int, old: str) -> Iterator[Target]:
+    """
+    A server on a fresh copy of a history of C{messages}, once a login has
+    had its history and the server is idle; the copy is removed after.
+    """
+    path = dbs.copy(messages)
+    try:
+        with Target(kind, path, old) as server:
+            server.wait_port()
+            login_with_history(server)
+            _settle(server)
+            yield server
+    finally:
+        Databases.remove(path)
+
+
 # Clients
 
 
@@ -590,6 +608,7 @@ class Legacy:
             target=_legacy_main, args=(child, port, name, size, source), daemon=True
         )
         self._proc.start()
+        self._result: Optional[Dict[str, Any]] = None
 
     def send(self, word: str, content: Any = None) -> None:
         self._pipe.send(("send", request(word, content, newline=False)))
@@ -617,10 +636,44 @@ class Legacy:
         self._pipe.recv()
 
     def stop(self) -> Dict[str, Any]:
-        self._pipe.send(("stop", None))
-        result = self._pipe.recv()
-        self._proc.join(10)
-        return result
+        """
+        Stop reading and close; what was read (L{ReadLog.summary}). Only
+        the first call asks the process.
+        """
+        if self._result is None:
+            self._pipe.send(("stop", None))
+            self._result = self._pipe.recv()
+            self._proc.join(10)
+        return self._result
+
+
+@contextlib.contextmanager
+def legacy_readers(port: int, sizes: Sequence[int]) -> Iterator[Dict[int, Legacy]]:
+    """
+    A legacy reader per C{recv()} size, logged in (its login read), stopped
+    on the way out.
+    """
+    readers: Dict[int, Legacy] = {}
+    try:
+        for size in sizes:
+            readers[size] = Legacy(port, f"reader{size}", size)
+            readers[size].quiet(0.5, 30)
+        yield readers
+    finally:
+        for reader in readers.values():
+            reader.stop()
+
+
+def finish(readers: Dict[int, Legacy], quiet: float) -> Dict[int, Dict[str, Any]]:
+    """
+    Wait until nothing has reached each reader for C{quiet} seconds, then
+    stop it; what each read.
+    """
+    results = {}
+    for size, reader in readers.items():
+        reader.quiet(quiet, 60)
+        results[size] = reader.stop()
+    return results
 
 
 def read_figures(result: Dict[str, Any], prefix: str = "") -> Dict[str, float]:
@@ -796,56 +849,47 @@ def stall(
     (B) 50 clients log in at once, read their history and leave, C{bursts}
     times.
     """
-    path = dbs.copy(messages)
     out: Dict[str, float] = {}
-    try:
-        with Target(kind, path, old) as server:
-            server.wait_port()
-            login_with_history(server)
-            _settle(server)
-            pinger = Pinger(server.port)
-            pinger.start()
-            try:
-                t0 = time.monotonic_ns()
-                time.sleep(3)
-                out.update(
-                    {f"idle: {k}": v for k, v in pinger.between(t0, time.monotonic_ns()).items()}
-                )
-                fds0 = server.fds()
-                # A: 100 that never read (A4k: with a 4 KiB receive buffer,
-                # so that the kernel takes little and the server holds the
-                # rest).
-                for label, rcvbuf in (("A", 0), ("A4k", 4096)):
-                    out.update(_silent(server, pinger, label, rcvbuf, fds0, hold, cap_mib))
-                tb = time.monotonic_ns()
-                # B: 50 at once, each reading its history, then leaving; five
-                # times, a second apart.
-                sampler = PeakRSS(server, cap_mib)
-                ok = []
-                for burst in range(bursts):
-                    workers = Workers(1, "127.0.0.1", server.port)
-                    try:
-                        addrs = sources(2)
-                        specs = [
-                            (f"burst{burst}x{i}", "recv", addrs[i % 2], False) for i in range(50)
-                        ]
-                        res = workers.call(0, "connect", specs=specs, concurrency=50, timeout=300)
-                        ok.append(res)
-                    finally:
-                        workers.close()
-                    _gone(server, fds0)
-                    time.sleep(1.0)
-                tc = time.monotonic_ns()
-                out["B: logged in, of 50 (each burst)"] = min(r["ok"] for r in ok)
-                out["B: seconds for all 50 (slowest burst)"] = max(r["seconds"] for r in ok)
-                out["B: RSS peak MiB"] = sampler.stop()
-                out["B: RSS after MiB"] = server.rss_mib()
-                out.update({f"B: {k}": v for k, v in pinger.between(tb, tc).items()})
-                out["ping client dropped"] = 1.0 if pinger.closed else 0.0
-            finally:
-                pinger.stop()
-    finally:
-        Databases.remove(path)
+    with serving(kind, dbs, messages, old) as server:
+        pinger = Pinger(server.port)
+        pinger.start()
+        try:
+            t0 = time.monotonic_ns()
+            time.sleep(3)
+            out.update(
+                {f"idle: {k}": v for k, v in pinger.between(t0, time.monotonic_ns()).items()}
+            )
+            fds0 = server.fds()
+            # A: 100 that never read (A4k: with a 4 KiB receive buffer,
+            # so that the kernel takes little and the server holds the
+            # rest).
+            for label, rcvbuf in (("A", 0), ("A4k", 4096)):
+                out.update(_silent(server, pinger, label, rcvbuf, fds0, hold, cap_mib))
+            tb = time.monotonic_ns()
+            # B: 50 at once, each reading its history, then leaving; five
+            # times, a second apart.
+            sampler = PeakRSS(server, cap_mib)
+            ok = []
+            for burst in range(bursts):
+                workers = Workers(1, "127.0.0.1", server.port)
+                try:
+                    addrs = sources(2)
+                    specs = [(f"burst{burst}x{i}", "recv", addrs[i % 2], False) for i in range(50)]
+                    res = workers.call(0, "connect", specs=specs, concurrency=50, timeout=300)
+                    ok.append(res)
+                finally:
+                    workers.close()
+                _gone(server, fds0)
+                time.sleep(1.0)
+            tc = time.monotonic_ns()
+            out["B: logged in, of 50 (each burst)"] = min(r["ok"] for r in ok)
+            out["B: seconds for all 50 (slowest burst)"] = max(r["seconds"] for r in ok)
+            out["B: RSS peak MiB"] = sampler.stop()
+            out["B: RSS after MiB"] = server.rss_mib()
+            out.update({f"B: {k}": v for k, v in pinger.between(tb, tc).items()})
+            out["ping client dropped"] = 1.0 if pinger.closed else 0.0
+        finally:
+            pinger.stop()
     return out
 
 
@@ -862,25 +906,18 @@ def legacy_login(
     arrives (at most C{deadline} s), and how long the history before it
     took, in how many responses.
     """
-    path = dbs.copy(messages)
-    try:
-        with Target(kind, path, old) as server:
-            server.wait_port()
-            login_with_history(server)
-            _settle(server)
-            sender = Pinger(server.port, "sender")
-            reader = Legacy(server.port, "legacy")
-            try:
-                info = reader.until_kind("info", 60)
-                stamp = time.monotonic_ns()
-                sender.post(f"T{stamp} live")
-                arrived = reader.until_stamp(stamp, deadline)
-                reader.quiet(1.0, 10)
-            finally:
-                result = reader.stop()
-                sender.stop()
-    finally:
-        Databases.remove(path)
+    with serving(kind, dbs, messages, old) as server:
+        sender = Pinger(server.port, "sender")
+        reader = Legacy(server.port, "legacy")
+        try:
+            info = reader.until_kind("info", 60)
+            stamp = time.monotonic_ns()
+            sender.post(f"T{stamp} live")
+            arrived = reader.until_stamp(stamp, deadline)
+            reader.quiet(1.0, 10)
+        finally:
+            result = reader.stop()
+            sender.stop()
     history = _history_before(result["responses"], arrived)
     out = {
         "live message arrived": 0.0 if arrived is None else 1.0,
@@ -970,7 +1007,6 @@ def names(
         with Target(kind, path, old) as server:
             server.wait_port()
             workers = Workers(procs, "127.0.0.1", server.port)
-            readers: Dict[int, Legacy] = {}
             try:
                 addrs = sources(-(-users // 50))
                 expected = [f"u{i:05d}".ljust(name_length, "x") for i in range(users)]
@@ -984,21 +1020,13 @@ def names(
                         ("connect", {"specs": specs, "concurrency": 20, "timeout": 300})
                     )
                 ok = sum(p.recv()["ok"] for p in workers.pipes)
-                for size in (4096, 1024):
-                    readers[size] = Legacy(server.port, f"reader{size}", size)
-                    readers[size].quiet(0.5, 30)
-                    expected.append(f"reader{size}")
-                # Both ask while both are logged in: each answer lists both.
-                for reader in readers.values():
-                    reader.send("names")
-                results = {}
-                for size, reader in readers.items():
-                    reader.quiet(1.5, 60)
-                    results[size] = reader.stop()
-                readers.clear()
+                with legacy_readers(server.port, (4096, 1024)) as readers:
+                    expected += [f"reader{size}" for size in readers]
+                    # Both ask while both are logged in: each answer lists both.
+                    for reader in readers.values():
+                        reader.send("names")
+                    results = finish(readers, 1.5)
             finally:
-                for reader in readers.values():
-                    reader.stop()
                 workers.close()
     finally:
         Databases.remove(path)
@@ -1029,19 +1057,11 @@ def emoji(kind: str, dbs: Databases, count: int = 1000, old: str = OLD) -> Dict[
             # With a name of 32 characters (the longest by default) the
             # response is 4,115 bytes, as in the issue: over recv(4096).
             sender = Pinger(server.port, SENDER)
-            readers = {size: Legacy(server.port, f"reader{size}", size) for size in (4096, 1024)}
             try:
-                for reader in readers.values():
-                    reader.quiet(0.5, 30)
-                stream_got = _stream_echo(sender, EMOJI * count)
-                results = {}
-                for size, reader in readers.items():
-                    reader.quiet(1.0, 30)
-                    results[size] = reader.stop()
-                readers.clear()
+                with legacy_readers(server.port, (4096, 1024)) as readers:
+                    stream_got = _stream_echo(sender, EMOJI * count)
+                    results = finish(readers, 1.0)
             finally:
-                for reader in readers.values():
-                    reader.stop()
                 sender.stop()
     finally:
         Databases.remove(path)
@@ -1107,13 +1127,8 @@ def legacy_history(
     try:
         with Target(kind, path, old) as server:
             server.wait_port()
-            results = {}
-            for size in (1024, 4096):
-                reader = Legacy(server.port, f"reader{size}", size)
-                try:
-                    reader.quiet(1.5, 120)
-                finally:
-                    results[size] = reader.stop()
+            with legacy_readers(server.port, (1024, 4096)) as readers:
+                results = finish(readers, 1.5)
     finally:
         Databases.remove(path)
     out: Dict[str, float] = {"history bytes (as string items)": float(
@@ -1145,46 +1160,39 @@ def login_cpu(
     ones (their paced history included), 4 at a time; each reads its
     history and stays.
     """
-    path = dbs.copy(messages)
     out: Dict[str, float] = {}
-    try:
-        with Target(kind, path, old) as server:
-            server.wait_port()
-            login_with_history(server)
-            _settle(server)
-            workers = Workers(1, "127.0.0.1", server.port)
-            try:
-                # At most 50 connections per address (the default limit is 100).
-                addrs = sources(-(-(logins + legacy_logins) // 50))
-                for label, count, legacy in (
-                    ("stream", logins, False),
-                    ("legacy", legacy_logins, True),
-                ):
-                    if not count:
-                        continue
-                    specs = [
-                        (f"{label}{i}", "recv", addrs[i % len(addrs)], legacy) for i in range(count)
-                    ]
-                    cpu0 = server.cpu()
-                    bytes0 = workers.call(0, "counts")["login_bytes"]
-                    res = workers.call(0, "connect", specs=specs, concurrency=4, timeout=600)
-                    # A legacy login's history goes out paced, about 1 s.
-                    time.sleep(3.0 if legacy else 0.5)
-                    _settle(server)
-                    cpu = server.cpu() - cpu0
-                    ok = res["ok"]
-                    sent = workers.call(0, "counts")["login_bytes"] - bytes0
-                    out[f"{label}: logins"] = float(ok)
-                    out[f"{label}: server CPU ms/login"] = cpu / ok * 1e3 if ok else float("nan")
-                    out[f"{label}: logins/s"] = ok / res["seconds"]
-                    out[f"{label}: bytes to the first history response's end"] = (
-                        sent / ok if ok else float("nan")
-                    )
-                out["server RSS MiB"] = server.rss_mib()
-            finally:
-                workers.close()
-    finally:
-        Databases.remove(path)
+    with serving(kind, dbs, messages, old) as server:
+        workers = Workers(1, "127.0.0.1", server.port)
+        try:
+            # At most 50 connections per address (the default limit is 100).
+            addrs = sources(-(-(logins + legacy_logins) // 50))
+            for label, count, legacy in (
+                ("stream", logins, False),
+                ("legacy", legacy_logins, True),
+            ):
+                if not count:
+                    continue
+                specs = [
+                    (f"{label}{i}", "recv", addrs[i % len(addrs)], legacy) for i in range(count)
+                ]
+                cpu0 = server.cpu()
+                bytes0 = workers.call(0, "counts")["login_bytes"]
+                res = workers.call(0, "connect", specs=specs, concurrency=4, timeout=600)
+                # A legacy login's history goes out paced, about 1 s.
+                time.sleep(3.0 if legacy else 0.5)
+                _settle(server)
+                cpu = server.cpu() - cpu0
+                ok = res["ok"]
+                sent = workers.call(0, "counts")["login_bytes"] - bytes0
+                out[f"{label}: logins"] = float(ok)
+                out[f"{label}: server CPU ms/login"] = cpu / ok * 1e3 if ok else float("nan")
+                out[f"{label}: logins/s"] = ok / res["seconds"]
+                out[f"{label}: bytes to the first history response's end"] = (
+                    sent / ok if ok else float("nan")
+                )
+            out["server RSS MiB"] = server.rss_mib()
+        finally:
+            workers.close()
     return out
 
 
