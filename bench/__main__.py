@@ -3,6 +3,10 @@ Run a benchmark scenario against our server and the asyncio baseline,
 alternating, several times, and print medians, ranges and ratios.
 
     python -m bench fanout|idle|history|ingest|legacy [options]
+    python -m bench startup|stall|legacy-login|legacy-chat|names|emoji|legacy-history|login-cpu
+
+The second line's scenarios (L{bench.core}) run on the server's default
+options and can also run the previous release (C{old}, C{--old DIR}).
 
 See bench/README.rst for the documented command of each scenario.
 """
@@ -16,12 +20,12 @@ import platform
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
-from bench import scenarios, servers
+from bench import core, scenarios, servers
 
-KINDS = ("chat", "asyncio", "ircd")
-SERVERS = KINDS[:2]
+KINDS = ("chat", "old", "asyncio", "ircd")
+SERVERS = ("chat", "asyncio")
 
 
 def machine() -> str:
@@ -44,7 +48,8 @@ def machine() -> str:
 def report(title: str, runs: Dict[str, List[Dict[str, float]]]) -> None:
     kinds = [k for k in KINDS if runs[k]]
     print(f"\n== {title}  ({len(runs[kinds[0]])} runs each; median [min..max])")
-    keys = list(runs[kinds[0]][0])
+    # Every figure any run has, in the order they first appear.
+    keys = list(dict.fromkeys(key for kind in kinds for run in runs[kind] for key in run))
     width = max([len(k) for k in keys] + [10])
     for key in keys:
         cells = []
@@ -71,10 +76,17 @@ def report(title: str, runs: Dict[str, List[Dict[str, float]]]) -> None:
     sys.stdout.flush()
 
 
-def repeat(title: str, runs: int, one: Callable[[str], Dict[str, float]], irc=False) -> None:
+def repeat(
+    title: str,
+    runs: int,
+    one: Callable[[str], Dict[str, float]],
+    irc=False,
+    kinds: Optional[List[str]] = None,
+) -> None:
     # ngIRCd has no history and no storage; and IRC sends every JOIN to the
     # whole channel, so filling one with 10,000 members is 50M messages.
-    kinds = [k for k in SERVERS if k != "ircd" or irc]
+    if kinds is None:
+        kinds = [k for k in SERVERS if k != "ircd" or irc]
     results: Dict[str, List[Dict[str, float]]] = {k: [] for k in KINDS}
     for i in range(runs):
         for kind in kinds:
@@ -97,8 +109,10 @@ def ints(text: str) -> List[int]:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("scenario", choices=["fanout", "idle", "history", "ingest", "legacy"])
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "scenario", choices=["fanout", "idle", "history", "ingest", "legacy", *core.DEFAULTS]
+    )
+    parser.add_argument("--runs", type=int, default=None, help="default 3 (see bench/README.rst)")
     parser.add_argument(
         "--n", type=ints, default=None, help="recipients (fanout, legacy), comma separated"
     )
@@ -120,8 +134,28 @@ def main(argv=None) -> None:
     parser.add_argument("--procs", type=int, default=3, help="load generator processes")
     parser.add_argument("--history", type=ints, default=None, help="history sizes (history)")
     parser.add_argument(
-        "--logins", type=int, default=1000, help="logins at 10k history (fewer for longer)"
+        "--logins",
+        type=int,
+        default=None,
+        help="history: logins at 10k history (default 1000, fewer for longer); "
+        "login-cpu: logins per run (default 2000 for chat, 10 for the others)",
     )
+    parser.add_argument(
+        "--legacy-logins", type=int, default=200, help="login-cpu: bare-JSON logins (chat only)"
+    )
+    parser.add_argument(
+        "--messages", type=ints, default=None, help="stored messages, comma separated (core)"
+    )
+    parser.add_argument(
+        "--length", type=int, default=100, help="characters per stored message (core)"
+    )
+    parser.add_argument(
+        "--old", default=core.OLD, help="checkout of the previous release, with .venv (core)"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=60.0, help="legacy-chat: how long they chat"
+    )
+    parser.add_argument("--users", type=int, default=3000, help="names: users logged in")
     parser.add_argument(
         "--servers",
         default=None,
@@ -135,9 +169,18 @@ def main(argv=None) -> None:
     if args.window is None:
         args.window = 2000 if ingest else 20
     default = "chat,asyncio,ircd" if servers.ngircd() else "chat,asyncio"
-    SERVERS = tuple(k for k in (args.servers or default).split(",") if k in KINDS)
+    if args.scenario not in core.DEFAULTS:
+        SERVERS = tuple(k for k in (args.servers or default).split(",") if k in KINDS)
     print(machine())
     print("command: python -m bench " + " ".join(sys.argv[1:] if argv is None else argv))
+    if args.scenario in core.DEFAULTS:
+        core.run(args.scenario, args, repeat)
+        print(f"load at the end: {os.getloadavg()[0]:.2f}")
+        return
+    if args.runs is None:
+        args.runs = 3
+    if args.logins is None:
+        args.logins = 1000
     if args.scenario in ("fanout", "legacy"):
         legacy = args.scenario == "legacy"
         if args.rate is None:

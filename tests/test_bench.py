@@ -86,3 +86,116 @@ class LoadgenParsingTests(TestCase):
         values = [i * 1_000_000 for i in range(1, 101)]
         self.assertEqual(_pct(values, 0.5), 51.0)
         self.assertEqual(_pct(values, 0.99), 100.0)
+
+
+class CoreHelperTests(TestCase):
+    """
+    The pure parts of bench.core: how a legacy reader's reads are judged.
+    """
+
+    LINE = b'{"timestamp":"t","sender":"s","response":"message","content":"T1234567890 x"}\n'
+
+    def history(self):
+        items = [
+            self.LINE[:-1].decode(),
+            json.dumps({"content": "000000012 xx"}, separators=(",", ":")),
+        ]
+        body = {"timestamp": "t", "sender": "server", "response": "history", "content": items}
+        return json.dumps(body, separators=(",", ":")).encode() + b"\n"
+
+    def test_classify_read(self):
+        """
+        A read is one response, more than one, a cut or broken one, or
+        only white space, as json.loads per recv() would find it.
+        """
+        from bench.core import classify_read
+
+        self.assertEqual(classify_read(self.LINE), "one")
+        self.assertEqual(classify_read(self.LINE + self.LINE), "several")
+        self.assertEqual(classify_read(self.LINE + self.LINE[:5]), "several")
+        self.assertEqual(classify_read(self.LINE[:-20]), "cut")
+        self.assertEqual(classify_read("\U0001f600".encode()[:2]), "cut")
+        self.assertEqual(classify_read(b"\n"), "blank")
+
+    def test_split_values(self):
+        """
+        Whole values are taken from a buffer with their bytes; an
+        incomplete one is left for the next read.
+        """
+        from bench.core import split_values
+
+        values, rest = split_values(self.LINE + b" " + self.LINE[:10])
+        self.assertEqual([raw for _, raw in values], [self.LINE[:-1]])
+        self.assertEqual(rest, self.LINE[:10])
+        self.assertEqual(split_values(b"  \n"), ([], b""))
+
+    def test_read_log_reassembles_cut_responses(self):
+        """
+        A response cut across reads is counted as cut reads, yet found whole
+        once its end arrives, with the send times and message numbers it
+        carries, also inside history items.
+        """
+        from bench.core import ReadLog
+
+        log = ReadLog()
+        history = self.history()
+        log.add(self.LINE, 1)
+        log.add(history[:10], 2)
+        log.add(history[10:], 3)
+        self.assertEqual(log.classes, {"one": 1, "several": 0, "cut": 2, "blank": 0})
+        kinds = [(r["kind"], r["t"], r.get("stamps")) for r in log.responses]
+        self.assertEqual(kinds, [("message", 1, [1234567890]), ("history", 3, [1234567890])])
+        self.assertEqual(log.responses[1]["items"], 2)
+        self.assertEqual(log.responses[1]["numbers"], [12])
+        self.assertEqual(log.responses[1]["size"], len(history))
+        self.assertEqual(log.first("history"), 3)
+        self.assertEqual(log.first(1234567890), 1)
+        self.assertIsNone(log.first(99))
+
+    def test_late_reader_is_told_apart(self):
+        """
+        Two responses in one read after the reader itself waited for a CPU
+        are counted apart from those the server sent together.
+        """
+        from bench.core import ReadLog
+
+        log = ReadLog()
+        log.add(self.LINE + self.LINE, 1, waited_ns=50_000_000)
+        log.add(self.LINE + self.LINE, 2, waited_ns=0)
+        self.assertEqual((log.classes["several"], log.late_several), (2, 1))
+        self.assertEqual(len(log.responses), 4)
+
+    def test_names_and_message_text(self):
+        """
+        Names are gathered across several info responses; a stored text
+        starts with its number and has the length asked for.
+        """
+        from bench.core import message_text, names_in
+
+        self.assertEqual(names_in(["a, b", "c", " d ,e"]), ["a", "b", "c", "d", "e"])
+        self.assertEqual(message_text(12, 100), "000000012 " + "x" * 90)
+        self.assertEqual(len(message_text(5, 40)), 40)
+
+    def test_fill_makes_a_first_release_database(self):
+        """
+        fill() writes the first release's schema (user_version 0, no room
+        column) with the messages asked for.
+        """
+        import os
+        import sqlite3
+        import tempfile
+
+        from bench.core import fill
+
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "db")
+            fill(path, 30, length=50)
+            db = sqlite3.connect(path)
+            self.assertEqual(db.execute("PRAGMA user_version").fetchone(), (0,))
+            columns = [row[1] for row in db.execute("PRAGMA table_info(messages)")]
+            self.assertEqual(columns, ["id", "timestamp", "sender", "content"])
+            rows = db.execute("SELECT content FROM messages ORDER BY id").fetchall()
+            db.close()
+        self.assertEqual(len(rows), 30)
+        self.assertEqual(rows[-1][0][:10], "000000029 ")
+        self.assertTrue(all(len(r[0]) == 50 for r in rows))
