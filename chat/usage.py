@@ -6,18 +6,29 @@ paragraphs of the long description instead of running them together.
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from typing import Optional
 
 from twisted.python import usage
+
+import chat
 
 
 class ParagraphOptions(usage.Options):
     """
     L{usage.Options} whose long description keeps its paragraphs (split at
     blank lines), each filled to the width, never broken at a hyphen (so
-    that options and endpoint examples stay whole).
+    that options and endpoint examples stay whole), and whose C{--version}
+    is chat's.
     """
+
+    def opt_version(self) -> None:
+        """
+        Print the version and exit.
+        """
+        print(f"chat {chat.__version__}")
+        sys.exit(0)
 
     def getUsage(self, width: Optional[int] = None) -> str:
         longdesc, self.longdesc = self.longdesc, ""

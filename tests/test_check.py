@@ -23,6 +23,7 @@ from typing import Dict, List, Tuple
 
 from twisted.trial.unittest import TestCase
 
+import chat
 from chat.check import checks, cli
 from chat.check.checks import CHECKS, Check, Run, decode_item, key, run_check
 from chat.check.probe import NoAnswer, Probe, cpu_wait, response_sizes, responses_per_read
@@ -278,6 +279,19 @@ class CommandLineTests(TestCase):
         status, out, _ = self.main("--json", "127.0.0.1", str(port))
         self.assertEqual(status, 3)
         self.assertIn("connection refused", json.loads(out)["error"])
+
+    def test_version(self):
+        """
+        --version prints chat's version, not Twisted's.
+        """
+        done = subprocess.run(
+            [sys.executable, "-m", "chat.check", "--version"],
+            env=child_env(),
+            capture_output=True,
+            text=True,
+            timeout=PATIENCE,
+        )
+        self.assertEqual((done.returncode, done.stdout), (0, f"chat {chat.__version__}\n"))
 
     def test_usage_errors(self):
         """

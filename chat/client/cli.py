@@ -19,7 +19,6 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from twisted.python import usage
 
-import chat
 from chat.client.config import ConfigError, InputHistory, config_path, history_path, load_config
 from chat.client.connection import ChatSession, describe_error
 from chat.client.display import Renderer
@@ -145,13 +144,6 @@ unexpectedly, or answers were missing, 2 for a usage error."""
         self.login_name: Optional[str] = None
         self.name_from_config = False
         self.config_file: Optional[str] = None
-
-    def opt_version(self) -> None:
-        """
-        Print the version and exit.
-        """
-        print(f"chat {chat.__version__}")
-        sys.exit(0)
 
     def _seconds(self, key: str) -> float:
         try:
