@@ -19,7 +19,7 @@ from twisted.trial.unittest import TestCase
 
 from chat.core.service import ChatService
 from chat.storage import MemoryStore
-from chat.transports.tcp import ChatServerFactory
+from chat.transports.tcp import PACING, ChatServerFactory
 from chat.wire import encode_request
 
 
@@ -104,15 +104,17 @@ class DirectWriteTests(TestCase):
         witness.makeConnection(self.witness)
         witness.dataReceived(encode_request("login", "witness"))
 
-    def reader(self, capacities):
+    def reader(self, capacities, legacy=False):
         protocol = self.factory.buildProtocol(None)
         sock = PartialSocket(capacities)
         transport = SocketConnection(sock, protocol)
         protocol.makeConnection(transport)
         self.readers = getattr(self, "readers", 0) + 1
-        protocol.dataReceived(encode_request("login", f"bob{self.readers}"))
-        self.clock.advance(0)
-        transport.drain()  # the login's replies
+        login = encode_request("login", f"bob{self.readers}")
+        protocol.dataReceived(login.rstrip(b"\n") if legacy else login)
+        for _ in range(5):
+            self.clock.advance(PACING)
+            transport.drain()  # the login's replies
         return protocol, transport, sock
 
     def messages(self, sock):
@@ -179,6 +181,39 @@ class DirectWriteTests(TestCase):
         """
         _, sock = self.exercise([0, 0, 5000, 0, 13, 1 << 20], 200, 2)
         self.assertGreater(sock.partial_direct, 10)
+
+    def test_legacy_paced_writes_in_order(self):
+        """
+        A legacy client's paced responses also go straight to the socket
+        when Twisted's buffer is empty: with a socket that takes a few
+        bytes of many sends, or nothing, every response arrives whole, once
+        and in order (message responses and coalesced history responses).
+        """
+        protocol, transport, sock = self.reader([5, 1 << 20, 0, 3, 1 << 20, 1], legacy=True)
+        sock.sent.clear()
+        texts = [f"{i:03d} " + "y" * 200 for i in range(120)]
+        for i, text in enumerate(texts):
+            self.sender.dataReceived(encode_request("msg", text))
+            self.clock.advance(0)
+            if i % 3 == 0:
+                transport.flush_once()
+            self.clock.advance(PACING)
+        for _ in range(100000):
+            if not (transport.dataBuffer or transport._tempDataLen or protocol._queue):
+                break
+            transport.flush_once()
+            self.clock.advance(PACING)
+        data = bytes(sock.sent)
+        self.assertTrue(data.endswith(b"\n"))
+        got = []
+        for line in data.splitlines():
+            response = json.loads(line)
+            if response["response"] == "message":
+                got.append(response["content"])
+            elif response["response"] == "history":
+                got += [json.loads(item)["content"] for item in response["content"]]
+        self.assertTrue(got == texts, "every message, once, in order")
+        self.assertGreater(sock.partial_direct, 5)
 
     def test_direct_when_buffer_empty(self):
         """
