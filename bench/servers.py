@@ -78,6 +78,9 @@ class Server:
                 twistd,
                 "-n",
                 "--pidfile=",
+                # twistd's own options, e.g. to profile our server:
+                # CHAT_TWISTD_ARGS="--profile=F --profiler=cprofile --savestats".
+                *os.environ.get("CHAT_TWISTD_ARGS", "").split(),
                 "chat",
                 "-p",
                 "tcp:0:interface=127.0.0.1:backlog=1024",
