@@ -150,8 +150,9 @@ EXPECTED: Dict[str, Dict[str, Tuple[str, str]]] = {
     "strict-content": {"argless-content": ("WARN", 'names with "" got')},
     "crash-on-drop": {"drop": ("FAIL", "stopped serving the others")},
     "keep-dropped-name": {"drop": ("FAIL", "dropped without logging out, and its name")},
-    # (Out of 5; a read after the checker waited for a CPU is not counted.)
-    "merged-login": {"legacy-one-per-read": ("FAIL", "of 5 logins one read held 2")},
+    # (Out of 5; a read after the checker waited for a CPU is not counted, so
+    # on a busy machine fewer than most may count: then it warns.)
+    "merged-login": {"legacy-one-per-read": ("FAIL|WARN", "of 5 logins one read held 2")},
     "big-history": {
         "legacy-large-response": ("FAIL", "1 of the 2 responses to a login were over 4096 bytes")
     },
@@ -170,7 +171,9 @@ class BrokenServerTests(TestCase):
         expected = EXPECTED[flaw]
         self.assertEqual(sorted(found), sorted(expected), found)
         for name, (status, words) in expected.items():
-            self.assertEqual(found[name][0], status, found[name])
+            # "FAIL|WARN": a timing check, which a busy machine may leave at
+            # a warning (the checker does not count reads it was late for).
+            self.assertIn(found[name][0], status.split("|"), found[name])
             self.assertIn(words, found[name][1])
         return server
 
