@@ -466,6 +466,27 @@ class LegacyDeliveryTests(ProtocolTestsMixin, TestCase):
         self.assertTrue(text.startswith(content[: -len(SHORTENED)]))
         self.assertEqual(self.responses(new)[-1]["content"], text)
 
+    def test_shortened_once_per_message(self):
+        """
+        Two long messages to two legacy clients: each client gets each
+        message shortened from its own text (the shortened form is kept per
+        message), and both clients get the very same bytes.
+        """
+        readers = [self.legacy_reader(f"old{i}")[1] for i in range(2)]
+        modern, _ = self.connect()
+        modern.dataReceived(request("login", "n" * 32, newline=True))
+        texts = ["\U0001f600" * 1000, "\U0001f680" * 1000]
+        for text in texts:
+            modern.dataReceived(request("msg", text, newline=True))
+            self.run_clock()
+        for transport in readers:
+            contents = legacy_messages(transport.writes)
+            self.assertEqual(len(contents), 2)
+            for text, content in zip(texts, contents):
+                self.assertTrue(content.endswith(SHORTENED))
+                self.assertTrue(text.startswith(content[: -len(SHORTENED)]))
+        self.assertEqual(readers[0].writes, readers[1].writes)
+
     def test_names_split_for_legacy(self):
         """
         A names answer too long for 1024 bytes reaches a legacy client as

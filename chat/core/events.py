@@ -31,6 +31,17 @@ from chat.wire import encode_json, encode_response
 HISTORY_FORMATS = ("string", "object")
 
 
+def _remembered(memo: Dict[Any, Any], key: Any, make: Callable[[], Any]) -> Any:
+    """
+    C{memo[key]}, made with C{make()} the first time.
+    """
+    try:
+        return memo[key]
+    except KeyError:
+        value = memo[key] = make()
+        return value
+
+
 class ChatMessage:
     """
     A stored chat message, with its encodings made once for every
@@ -40,7 +51,7 @@ class ChatMessage:
     @ivar line: the C{message} response, encoded, with its newline.
     """
 
-    __slots__ = ("id", "room", "timestamp", "sender", "content", "line", "_items")
+    __slots__ = ("id", "room", "timestamp", "sender", "content", "line", "_memo")
 
     def __init__(self, id: int, room: str, timestamp: str, sender: str, content: str) -> None:
         self.id = id
@@ -49,26 +60,31 @@ class ChatMessage:
         self.sender = sender
         self.content = content
         self.line = encode_response(timestamp, sender, "message", content)
-        self._items: Optional[Dict[str, bytes]] = None
+        self._memo: Optional[Dict[Any, Any]] = None
+
+    def memo(self, key: Any, make: Callable[[], Any]) -> Any:
+        """
+        C{make()}, made once for this message and kept under C{key}: an
+        encoding that every recipient shares (a history item, a form
+        shortened for a legacy client).
+        """
+        if self._memo is None:
+            self._memo = {}
+        return _remembered(self._memo, key, make)
 
     def item(self, history_format: str) -> bytes:
         """
         This message as an item of a C{history} response's list.
         """
-        items = self._items
-        if items is None:
-            items = self._items = {}
-        item = items.get(history_format)
-        if item is None:
-            obj = self.line[:-1]
-            if history_format == "string":
-                item = encode_json(obj.decode("utf-8")).encode("utf-8")
-            elif history_format == "object":
-                item = obj
-            else:
-                raise ValueError(f"unknown history format {history_format!r}")
-            items[history_format] = item
-        return item
+        if history_format not in HISTORY_FORMATS:
+            raise ValueError(f"unknown history format {history_format!r}")
+        return self.memo(history_format, lambda: self._item(history_format))  # type: ignore[no-any-return]
+
+    def _item(self, history_format: str) -> bytes:
+        obj = self.line[:-1]
+        if history_format == "string":
+            return encode_json(obj.decode("utf-8")).encode("utf-8")
+        return obj
 
     def __repr__(self) -> str:
         return f"<ChatMessage {self.id} {self.room} <{self.sender}> {self.content[:40]!r}>"
@@ -158,12 +174,7 @@ class HistoryWindow:
         C{make()}, made once for this window (whatever its timestamp) and
         kept under C{key}: an encoding that does not depend on the time.
         """
-        memo = self._memo
-        try:
-            return memo[key]
-        except KeyError:
-            value = memo[key] = make()
-            return value
+        return _remembered(self._memo, key, make)
 
     def body(self, history_format: str) -> bytes:
         """

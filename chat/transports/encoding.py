@@ -10,7 +10,7 @@ clients in the field (PROTOCOL.md, section 5):
   long C{names} as several C{info} responses); a single message that would
   not fit in L{LEGACY_MAX_RESPONSE} bytes is shortened, with a visible mark;
   and several chat messages waiting at once are sent as one C{history}
-  response (L{coalesce}), so a legacy client keeps up with a busy chat
+  response (L{legacy_batch}), so a legacy client keeps up with a busy chat
   while it gets one response per read.
 
 Everything here is pure: bytes in, bytes out, no transport.
@@ -123,7 +123,7 @@ def legacy(event: object, history_format: str) -> List[object]:
     """
     An event for a legacy client, as its responses in order, each small
     enough for one read; a broadcast's messages stay messages, for the
-    pacer to send alone or several as one (L{coalesce}).
+    pacer to send alone or several as one (L{legacy_batch}).
     """
     kind = type(event)
     if kind is Broadcast:
@@ -166,8 +166,13 @@ def legacy_line(message: ChatMessage) -> bytes:
 def shortened(message: ChatMessage) -> ChatMessage:
     """
     C{message} with its text cut (and marked) so its response fits in
-    L{LEGACY_MAX_RESPONSE} bytes, even as a string item of a history.
+    L{LEGACY_MAX_RESPONSE} bytes, even as a string item of a history. Made
+    once per message, for every legacy recipient.
     """
+    return message.memo("shortened", lambda: _shorten(message))  # type: ignore[no-any-return]
+
+
+def _shorten(message: ChatMessage) -> ChatMessage:
     content = message.content
     low, high = 0, len(content)
     while low < high:
@@ -221,16 +226,14 @@ def pack_bodies(items: Sequence[bytes]) -> List[bytes]:
     L{LEGACY_RESPONSE} bytes each with their frame (timestamps are of
     fixed width); at least one, empty for no items.
     """
-    prefix, suffix = history_frame("2000-01-01T00:00:00Z")
-    overhead = len(prefix) + len(suffix)
     out: List[bytes] = []
     chunk: List[bytes] = []
-    size = overhead
+    size = _FRAME_SIZE
     for item in items:
         extra = len(item) + (1 if chunk else 0)
         if chunk and size + extra > LEGACY_RESPONSE:
             out.append(b",".join(chunk))
-            chunk, size = [], overhead
+            chunk, size = [], _FRAME_SIZE
             extra = len(item)
         chunk.append(item)
         size += extra
@@ -238,27 +241,29 @@ def pack_bodies(items: Sequence[bytes]) -> List[bytes]:
     return out
 
 
-def coalesce(messages: Sequence[ChatMessage], history_format: str, timestamp: str) -> bytes:
+def legacy_batch(
+    messages: Sequence[ChatMessage], history_format: str, timestamp: str
+) -> Tuple[int, bytes]:
     """
-    Several waiting messages as one C{history} response for a legacy
-    client: a client that renders a login's history renders this too.
+    The first of C{messages} (waiting for a legacy client) that fit in one
+    response, and that response: one alone as its C{message} response,
+    several as one C{history} response of at most L{LEGACY_RESPONSE} bytes
+    (a client that renders a login's history renders this too).
     """
-    items = [legacy_item(m, history_format) for m in messages]
-    prefix, suffix = history_frame(timestamp)
-    return prefix + b",".join(items) + suffix
-
-
-def coalescible(messages: Sequence[ChatMessage], history_format: str) -> int:
-    """
-    How many of C{messages}, from the first, fit together in one legacy
-    C{history} response (at least one).
-    """
-    prefix, suffix = history_frame("2000-01-01T00:00:00Z")
-    size = len(prefix) + len(suffix)
-    count = 0
+    items: List[bytes] = []
+    size = _FRAME_SIZE
     for message in messages:
-        size += len(legacy_item(message, history_format)) + (1 if count else 0)
-        if count and size > LEGACY_RESPONSE:
+        item = legacy_item(message, history_format)
+        size += len(item) + (1 if items else 0)
+        if items and size > LEGACY_RESPONSE:
             break
-        count += 1
-    return count
+        items.append(item)
+    if len(items) == 1:
+        return 1, legacy_line(messages[0])
+    prefix, suffix = history_frame(timestamp)
+    return len(items), prefix + b",".join(items) + suffix
+
+
+# The bytes of a history response around its items (timestamps are of
+# fixed width).
+_FRAME_SIZE = sum(map(len, history_frame("2000-01-01T00:00:00Z")))

@@ -340,12 +340,10 @@ class ChatServerProtocol(Protocol, LoginDeadline):
             if type(entry) is not ChatMessage:
                 break
             waiting.append(entry)
-        history_format = self.factory.service.history_format
-        count = encoding.coalescible(waiting, history_format)
-        messages = queue.pop(count)
-        if count == 1:
-            return encoding.legacy_line(messages[0])
-        return encoding.coalesce(messages, history_format, self.factory.service.now())
+        service = self.factory.service
+        count, data = encoding.legacy_batch(waiting, service.history_format, service.now())
+        queue.pop(count)
+        return data
 
     def _pace(self) -> None:
         self._pacer = None
