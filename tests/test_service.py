@@ -563,6 +563,22 @@ class HistoryTests(ServiceTestsMixin, TestCase):
             self.send(bob, "history", bad)
             self.assertEqual(b.take()[0]["response"], "error", bad)
 
+    def test_page_after_empty_window(self):
+        """
+        A client that logged in on an empty history and was shown nothing
+        from it pages back from the newest message.
+        """
+        bob, b = self.logged_in("bob")
+        self.send(bob, "history")
+        self.assertEqual(b.take()[0]["content"], "No older messages")
+        alice, _ = self.logged_in("alice")
+        for i in range(3):
+            self.send(alice, "msg", str(i))
+        b.take()
+        self.send(bob, "history", "2")
+        [reply] = b.take()
+        self.assertEqual([json.loads(i)["content"] for i in reply["content"]], ["1", "2"])
+
     def test_page_budget(self):
         """
         A client with a history budget gets only the newest messages of the

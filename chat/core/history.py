@@ -35,6 +35,13 @@ class Window:
     def __len__(self) -> int:
         return len(self._messages)
 
+    @property
+    def newest_id(self) -> Optional[int]:
+        """
+        The id of the newest message, or None when the window is empty.
+        """
+        return self._messages[-1].id if self._messages else None
+
     def extend(self, messages: Iterable[ChatMessage]) -> None:
         self._messages.extend(messages)
         self._event = None

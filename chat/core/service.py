@@ -104,17 +104,15 @@ class ChatService:
     def load(self) -> Deferred:
         """
         Read the history window from the store (only the window: start-up
-        does not grow with the history).
+        does not grow with the history). Requests wait until it is read.
 
         @return: a Deferred that fires with the number of messages read.
         """
-
         self._loading = True
 
-        def loaded(stored: List[StoredMessage]) -> int:
-            self.window.extend(_chat_messages(stored))
-            self.log.info("Loaded the last {count} messages of history", count=len(stored))
-            return len(stored)
+        def loaded(count: int) -> int:
+            self.log.info("Loaded the last {count} messages of history", count=count)
+            return count
 
         def ready(result: object) -> object:
             self._loading = False
@@ -122,17 +120,21 @@ class ChatService:
                 session.resume()
             return result
 
-        return self.store.recent(LOBBY, self.window.limit).addCallback(loaded).addBoth(ready)
+        return self.reload_window().addCallback(loaded).addBoth(ready)
 
     def reload_window(self) -> Deferred:
         """
-        Read the window again from the store, after messages were removed
-        from it (retention), so that logins no longer see them. Messages
-        stored meanwhile are not lost: the store answers in order.
+        Read the window (again) from the store: at start-up, and after
+        messages were removed from it (retention), so that logins no longer
+        see them. Messages stored meanwhile are not lost: the store answers
+        in order.
+
+        @return: a Deferred that fires with the number of messages read.
         """
 
-        def loaded(stored: List[StoredMessage]) -> None:
+        def loaded(stored: List[StoredMessage]) -> int:
             self.window.replace(_chat_messages(stored))
+            return len(stored)
 
         return self.store.recent(LOBBY, self.window.limit).addCallback(loaded)
 
@@ -308,12 +310,11 @@ class ChatService:
             return
         cursor = session.history_cursor
         if cursor is None:
-            if self.window:
-                # Shown nothing yet (an empty window at login): page from now.
-                cursor = self.window.event(self.now()).messages[-1].id + 1
-            else:
+            newest = self.window.newest_id
+            if newest is None:
                 session.info("No older messages")
                 return
+            cursor = newest + 1  # shown nothing yet (an empty window at login): from now
         session.wait()
 
         def got(stored: List[StoredMessage]) -> None:
@@ -404,15 +405,13 @@ class ChatService:
         # One event for every recipient and for the whole batch: the cost
         # per recipient is paid once per batch, not once per message.
         self._broadcast(Broadcast(messages))
-        for session in dict.fromkeys(session for session, _ in batch):
-            session.resume()
+        _resume_senders(batch)
 
     def _not_stored(self, failure: Failure, batch: List[Tuple[Session, Message]]) -> None:
         self._store_failed(failure, f"store {len(batch)} messages")
         for session, _ in batch:
             session.error("The server could not store your message; it was not sent", "store")
-        for session in dict.fromkeys(session for session, _ in batch):
-            session.resume()
+        _resume_senders(batch)
 
     def _store_failed(self, failure: Failure, what: str) -> None:
         if failure.check(StoreError):
@@ -444,6 +443,14 @@ class ChatService:
                 client.send(event)
             except Exception:
                 self.log.failure("Delivery to one client failed")
+
+
+def _resume_senders(batch: List[Tuple[Session, Message]]) -> None:
+    """
+    Let the senders of a batch go on with their next requests, once each.
+    """
+    for session in dict.fromkeys(session for session, _ in batch):
+        session.resume()
 
 
 def _chat_messages(stored: List[StoredMessage]) -> List[ChatMessage]:
