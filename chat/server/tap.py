@@ -20,7 +20,6 @@ from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
-from chat.core.history import DEFAULT_HISTORY_LIMIT
 from chat.core.limits import Limits
 from chat.core.service import ChatService
 from chat.server.logs import log_observer
@@ -44,6 +43,7 @@ class ChatServerService(service.MultiService):
 
     @param open_store: called when the service starts (before the reactor
         runs), returns the open store or raises L{StoreError}.
+    @param make_chat: builds the chat core on the store.
     @param endpoint: where to listen (C{description} is what the operator
         gave, for messages).
     @param signals: installed while the service runs.
@@ -56,12 +56,10 @@ class ChatServerService(service.MultiService):
     def __init__(
         self,
         open_store: Callable[[], IMessageStore],
+        make_chat: Callable[[IMessageStore], ChatService],
         endpoint: IStreamServerEndpoint,
         reactor: Any,
-        history_format: str,
-        limits: Limits,
         connection_limits: ConnectionLimits,
-        history_limit: int = DEFAULT_HISTORY_LIMIT,
         keep_days: Optional[float] = None,
         keep_messages: Optional[int] = None,
         metrics_endpoint: Optional[IStreamServerEndpoint] = None,
@@ -79,11 +77,9 @@ class ChatServerService(service.MultiService):
         self._keep_messages = keep_messages
         self._open_store = open_store
         self._endpoint = endpoint
+        self._make_chat = make_chat
         self._reactor = reactor
-        self._history_format = history_format
-        self._limits = limits
         self._connection_limits = connection_limits
-        self._history_limit = history_limit
         self.chat: Optional[ChatService] = None
         self.factory: Optional[ChatServerFactory] = None
         self._loaded: Deferred = succeed(None)
@@ -100,9 +96,7 @@ class ChatServerService(service.MultiService):
 
             metrics = Metrics()
             store = metrics.timed(store)
-        chat = self.chat = ChatService(
-            store, self._reactor, self._history_format, self._limits, self._history_limit
-        )
+        chat = self.chat = self._make_chat(store)
         if metrics is not None:
             metrics.watch(chat)
             web = LoggingServerService(
@@ -301,6 +295,12 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         flood_burst=options["flood-burst"],
         max_waiting=options["max-waiting"],
     )
+
+    def make_chat(store: IMessageStore) -> ChatService:
+        return ChatService(
+            store, reactor, options["history-format"], limits, options["history-limit"]
+        )
+
     connection_limits = ConnectionLimits(
         max_request_size=options["max-request-size"],
         max_connections=options["max-connections"],
@@ -319,12 +319,10 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     description = listen_description(options["port"], options["backlog"])
     server = ChatServerService(
         open_store,
+        make_chat,
         endpoints.serverFromString(reactor, description),
         reactor,
-        options["history-format"],
-        limits,
         connection_limits,
-        options["history-limit"],
         options["keep-days"],
         options["keep-messages"],
         metrics_endpoint,
