@@ -83,8 +83,6 @@ _COUNT = re.compile(r"0*[1-9][0-9]{0,8}")
 # A private message: the user, then (after one space or line break) the text.
 _PRIVATE = re.compile(r"\s*(\S+)(?:\s(.*))?", re.DOTALL)
 
-_NO_ROOM = "You are in no room: join one first (join lobby)"
-
 # What waits to be stored: who sent it, the message, and for a private
 # message the name of its recipient (None for a room's).
 _Pending = Tuple[Session, Message, Optional[str]]
@@ -302,7 +300,7 @@ class ChatService:
     def names(self, session: Session) -> None:
         room = session.room
         if room is None:
-            session.error(_NO_ROOM)
+            self._no_room(session)
             return
         session.send(Names(tuple(room.usernames()), self.now(), room.name))
 
@@ -389,6 +387,9 @@ class ChatService:
         else:
             session.history_cursors.pop(room.name, None)
         session.send(window)
+
+    def _no_room(self, session: Session) -> None:
+        session.error("You are in no room: join one first (join lobby)")
 
     def _room_name(self, session: Session, content: Any, word: str) -> Optional[str]:
         """
@@ -545,15 +546,14 @@ class ChatService:
         Store a private message, then send it to its recipient and its
         sender; C{pm <user>} alone: the conversation with that user.
         """
-        usage = "pm needs a user and a text: pm <user> <text>"
         match = _PRIVATE.fullmatch(content) if isinstance(content, str) else None
         if match is None:
-            session.error(usage)
+            session.error("pm needs a user and a text: pm <user> <text>")
             return
         user, text = match.groups()
         assert session.username is not None
         if len(user) > self.limits.max_username_length or not USERNAME.fullmatch(user):
-            session.error(f"No user can be called {user!r}: {usage}")
+            session.error(f"No user can be called {user!r}: pm <user> <text>")
             return
         if user.lower() == session.username.lower():
             session.error("You cannot send a private message to yourself")
@@ -603,7 +603,7 @@ class ChatService:
         """
         room = session.room
         if room is None:
-            session.error(_NO_ROOM)
+            self._no_room(session)
             return
         if content in NO_ARGUMENT:
             count = min(room.window.limit, MAX_PAGE) or MAX_PAGE
@@ -650,7 +650,7 @@ class ChatService:
             return
         room = session.room
         if room is None:
-            session.error(_NO_ROOM)
+            self._no_room(session)
             return
         assert session.username is not None
         self._queue(session, Message(room.name, self.now(), session.username, text), None)
