@@ -755,6 +755,31 @@ class WireTests(TestCase):
         items = [i for w in writes for i in history_contents(json.loads(w))]
         self.assertEqual(len(items), 40)
 
+    def test_legacy_room_list(self):
+        """
+        A legacy client granted rooms gets a long list of rooms in pieces
+        of at most 1024 bytes, the room counts only on the last (however
+        long they are), and every room once.
+        """
+        harness = ChatHarness(limits=Limits(max_rooms_per_user=200))
+        self.harness = harness
+        many = self.login("many")
+        for i in range(150):
+            many.send("join", f"room{i:03d}")
+        reader = self.login("reader", newline=False, caps="rooms")
+        harness.settle(0.5)
+        reader.take()
+        reader.send("rooms")
+        harness.settle(1)
+        replies = reader.take()
+        self.assertGreater(len(replies), 2)
+        self.assertTrue(all("rooms" not in r for r in replies[:-1]))
+        self.assertEqual(len(replies[-1]["rooms"]), 151)
+        text = "".join(r["content"] for r in replies)
+        self.assertEqual(text.count("(1)"), 150)
+        for data in reader.writes[-len(replies) : -1]:
+            self.assertLessEqual(len(data), 1024)
+
     def test_standard_clients_see_only_the_standard(self):
         """
         In a busy server with rooms, private messages and presence, clients

@@ -277,15 +277,19 @@ def legacy_notice(
     kind: str, text: str, timestamp: str, extra: Optional[Dict[str, Any]] = None
 ) -> List[bytes]:
     """
-    An C{info} or C{error} text as responses that each fit in a legacy read.
+    An C{info} or C{error} text as responses that each fit in a legacy read;
+    extension keys (C{extra}) go on the last one only, as they may be long
+    (the list of rooms) and the client asked for them.
     """
 
     def fits(piece: str) -> bool:
-        return len(encode_response(timestamp, SERVER_NAME, kind, piece, extra)) <= LEGACY_RESPONSE
+        return len(encode_response(timestamp, SERVER_NAME, kind, piece)) <= LEGACY_RESPONSE
 
+    pieces = split_text(text, fits)
+    last = len(pieces) - 1
     return [
-        encode_response(timestamp, SERVER_NAME, kind, piece, extra)
-        for piece in split_text(text, fits)
+        encode_response(timestamp, SERVER_NAME, kind, piece, extra if i == last else None)
+        for i, piece in enumerate(pieces)
     ]
 
 
