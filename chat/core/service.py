@@ -330,7 +330,6 @@ class ChatService:
             return
         session.username = name
         self._users[folded] = session
-        self._recipients = None
         self.stats.logins += 1
         self.log.info("{user} logged in", user=name)
         session.info(f"Login successful. Welcome, {name}!")
