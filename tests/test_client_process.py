@@ -195,6 +195,10 @@ def free_port() -> int:
 
 SCRIPT = b"login bot\nmsg hi\nnames\nlogout\n"
 
+#: The request the client opens every connection with (issue 10): it asks
+#: for the extensions, and a server that does not know it answers error.
+CAP = b'{"request":"cap","content":"rooms private presence"}\n'
+
 
 class RealServerTests(TestCase):
     """
@@ -512,18 +516,20 @@ class FieldServerTests(TestCase):
         self.assertTrue(text[1].endswith(f"{marker}<alice> first"), text)
         self.assertTrue(text[2].endswith(f"{marker}<carol> second"), text)
         self.assertEqual(text[3:], ["<bot> hi", "[info] bot", "[info] Bye"])
-        # What the server got: one compact request and its newline each.
+        # What the server got: one compact request and its newline each,
+        # after the cap that it answered with an error.
         requests = b"".join(factory.received).splitlines()
         self.assertEqual(
             [json.loads(r) for r in requests],
             [
+                {"request": "cap", "content": "rooms private presence"},
                 {"request": "login", "content": "bot"},
                 {"request": "msg", "content": "hi"},
                 {"request": "names", "content": None},
                 {"request": "logout", "content": None},
             ],
         )
-        self.assertEqual(requests[2], b'{"request":"names","content":null}')
+        self.assertEqual(requests[3], b'{"request":"names","content":null}')
         return text
 
     async def test_bare_history_strings_close_on_logout(self) -> None:
@@ -793,6 +799,7 @@ class IssueTests(TestCase):
         self.assertEqual(
             [json.loads(r) for r in b"".join(factory.received).splitlines()],
             [
+                {"request": "cap", "content": "rooms private presence"},
                 {"request": "login", "content": "bot"},
                 {"request": "msg", "content": "/me waves"},
                 {"request": "logout", "content": None},
