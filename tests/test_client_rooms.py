@@ -398,16 +398,16 @@ class RoomStateTests(TestCase):
         rooms.set_extensions(frozenset(EXTENSIONS))
         self.assertIsNone(rooms.prompt())
         rooms.answered("login", "alice", response("info", "ok"))
-        self.assertEqual(rooms.prompt(), "lobby> ")
+        self.assertIsNone(rooms.prompt())
         self.assertFalse(rooms.labelled("lobby"))
         self.assertTrue(rooms.labelled("dev"))
         self.assertIsNone(rooms.next_room())
         rooms.answered("join", "dev", ext("info", "Joined dev", room="dev"))
         rooms.answered("join", "ops", ext("info", "Joined ops", room="ops"))
         self.assertTrue(rooms.labelled("lobby"))
-        self.assertEqual(rooms.next_room(), "lobby")
+        self.assertEqual((rooms.next_room(), rooms.prompt()), ("lobby", "ops> "))
         rooms.current = "lobby"
-        self.assertEqual(rooms.next_room(), "dev")
+        self.assertEqual((rooms.next_room(), rooms.prompt()), ("dev", "lobby> "))
 
     def test_rejoin(self) -> None:
         """
@@ -611,14 +611,16 @@ class ConsoleTests(TestCase):
 
     def test_prompt_names_room(self) -> None:
         """
-        The prompt is "> " until the server grants rooms and the user
-        logs in, then the current room's name; the echo of a line keeps it.
+        The prompt is "> " until the user is in a room other than the
+        lobby, then the current room's name; the echo of a line keeps it.
         """
         s, rooms = self.screen()
         s.show("x")
         self.assertEqual(s.row(), "> ")
         rooms.set_extensions(frozenset(EXTENSIONS))
         rooms.answered("login", "alice", response("info", "ok"))
+        s.type(b"msg a\r")
+        self.assertEqual(s.lines()[-2:], ["> msg a", "> "])
         rooms.answered("join", "dev", ext("info", "Joined dev", room="dev"))
         s.type(b"msg hi\r")
         self.assertEqual(s.lines()[-2:], ["dev> msg hi", "dev> "])
@@ -636,15 +638,15 @@ class ConsoleTests(TestCase):
         rooms.listed = {"lobby": 3, "devops": 1, "design": 2}
         s.client.names.add("dave")
         s.type(b"\x15/jo\t")
-        self.assertEqual(s.row(), "lobby> /join ")
+        self.assertEqual(s.row(), "> /join ")
         s.type(b"dev\t")
-        self.assertEqual(s.row(), "lobby> /join devops ")
+        self.assertEqual(s.row(), "> /join devops ")
         s.type(b"\x15leave l\t")
-        self.assertEqual(s.row(), "lobby> leave lobby ")
+        self.assertEqual(s.row(), "> leave lobby ")
         s.type(b"\x15pm d\t")
-        self.assertEqual(s.row(), "lobby> pm dave ")
+        self.assertEqual(s.row(), "> pm dave ")
         s.type(b"\x15p\t")
-        self.assertEqual(s.row(), "lobby> pm ")
+        self.assertEqual(s.row(), "> pm ")
 
     def test_ctrl_x_switches(self) -> None:
         """

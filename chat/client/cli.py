@@ -78,9 +78,9 @@ while you are in more than one room; '/join ROOM' joins a room (or makes one
 you are in the current one), '/leave [ROOM]' leaves one, '/rooms' lists them,
 '/pm USER TEXT' sends a private message (shown '[private]' and highlighted)
 and '/pm USER' shows your private history with USER; who joins and leaves
-your rooms is one dim line each ('--> alice joined dev'). A server that does
-not grant them (our older server, the servers in the field) sees the
-standard client it always saw.
+your rooms is one dim line each ('--> alice joined dev'). With a server that
+does not grant them (our older server, the servers in the field) the client
+works and shows everything as it always did.
 
 When standard input is a terminal the client is interactive: messages appear
 above the line you are typing; Left/Right/Home/End, Ctrl-A/E/U/K/W edit the
@@ -90,7 +90,8 @@ seen; a paste goes into the line whole, line breaks included, and Enter sends
 it as one request; Page Up/Page Down show earlier lines; Ctrl-L repaints the
 screen; Ctrl-D (on an empty line) or Ctrl-C quits, sending 'logout' first if
 you logged in. A line that mentions your name stands out (--bell rings the
-bell for it). With rooms, the prompt names the current room, Tab completes
+bell for it). With rooms, the prompt names the current room (once you are in a room other
+than the lobby), Tab completes
 room names after 'join' and 'leave', and Ctrl-X switches to the next room you
 are in. When the connection drops, the client reconnects with backoff, logs
 in again under the same name and joins your rooms again; the line you are

@@ -24,7 +24,7 @@ What else it does:
   scrolls the screen's lines into the terminal's scrollback.
 - Lines typed are kept between sessions (L{chat.client.config.InputHistory}).
 - With the C{rooms} extension the prompt names the current room
-  (C{dev> }), Tab completes room names after C{join} and C{leave}, and
+  (C{dev> }) once the user is in a room other than the lobby alone, Tab completes room names after C{join} and C{leave}, and
   Ctrl-X switches to the next room joined (a C{join} of a room the user is
   in makes it current without leaving the others). C{/presence [on|off]}
   shows or hides who joins and leaves.
@@ -197,7 +197,7 @@ class ChatConsole(insults.TerminalProtocol):
     def prompt(self) -> str:
         """
         C{"> "}, or the current room's name (C{"dev> "}) when the server
-        sends rooms.
+        sends rooms and the user is in a room other than the lobby alone.
         """
         rooms = self.renderer.rooms
         named = rooms.prompt() if rooms is not None else None

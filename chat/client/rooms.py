@@ -222,10 +222,12 @@ class RoomState:
 
     def prompt(self) -> Optional[str]:
         """
-        The prompt naming the current room (C{"dev> "}), or None when the
-        server sends no rooms (the usual prompt then).
+        The prompt naming the current room (C{"dev> "}, C{"(no room)> "}),
+        or None for the usual prompt: when the server sends no rooms, and
+        while the user is in the lobby alone (the standard's one chat, as a
+        user who never joins a room has it), as lines show no room then.
         """
-        if not self.rooms_on or not self.logged_in:
+        if not self.rooms_on or not self.logged_in or self.joined == [LOBBY]:
             return None
         return f"{self.current or '(no room)'}> "
 
