@@ -24,10 +24,11 @@ What else it does:
   scrolls the screen's lines into the terminal's scrollback.
 - Lines typed are kept between sessions (L{chat.client.config.InputHistory}).
 - With the C{rooms} extension the prompt names the current room
-  (C{dev> }) once the user is in a room other than the lobby alone, Tab completes room names after C{join} and C{leave}, and
-  Ctrl-X switches to the next room joined (a C{join} of a room the user is
-  in makes it current without leaving the others). C{/presence [on|off]}
-  shows or hides who joins and leaves.
+  (C{dev> }) once the user is in a room other than the lobby alone, Tab
+  completes room names after C{join} and C{leave}, and Ctrl-X switches to
+  the next room joined (a C{join} of a room the user is in makes it
+  current without leaving the others). C{/presence [on|off]} shows or
+  hides who joins and leaves.
 - The terminal is restored however the client ends.
 """
 
