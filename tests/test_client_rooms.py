@@ -492,6 +492,16 @@ class DisplayTests(TestCase):
             ["[history] [private to bob] <alice> hi", "[history] [private] <bob> psst"],
         )
         self.assertFalse(r.render(history)[1])
+        # Items as in any history (no "to"): labelled from the "with" key.
+        bare = ext(
+            "history",
+            [response("message", "hi", "alice"), response("message", "yo", "bob")],
+            **{"with": "bob"},
+        )
+        self.assertEqual(
+            self.text(r, bare),
+            ["[history] [private to bob] <alice> hi", "[history] [private] <bob> yo"],
+        )
         self.assertEqual(
             self.text(r, ext("history", [], **{"with": "bob"})),
             ["[history] [private with bob] (empty)"],

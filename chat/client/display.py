@@ -64,8 +64,8 @@ class Entry:
         C{rooms} extension, in lower case), or None.
     @ivar to: the recipient of a private message (the C{to} key of the
         C{private} extension), or None.
-    @ivar peer: the other user of a private history (its C{with} key), or
-        None.
+    @ivar peer: the other user of a private history (its C{with} key, on
+        the history and each of its items), or None.
     """
 
     kind: str
@@ -177,7 +177,8 @@ def interpret(value: Any) -> List[Entry]:
                     replace(
                         entry,
                         history=True,
-                        room=entry.room or (None if entry.to else room),
+                        room=entry.room or (None if entry.to or peer else room),
+                        peer=peer,
                     )
                 )
         else:
@@ -412,14 +413,17 @@ class Renderer:
             return labels
         if entry.room is not None and (self.rooms is None or self.rooms.labelled(entry.room)):
             labels.append(self._paint(f"#{entry.room}", _BOLD, _BLUE))
+        sender = entry.sender.lower() if isinstance(entry.sender, str) else None
         if entry.to is not None:
-            me = self._me()
-            to_me = (me or "").lower() == entry.to.lower()
-            mine = isinstance(entry.sender, str) and (me or "").lower() == entry.sender.lower()
-            text = f"[private to {entry.to}]" if mine or not to_me else "[private]"
+            me = (self._me() or "").lower()
+            text = "[private]" if me == entry.to.lower() != sender else f"[private to {entry.to}]"
             labels.append(self._paint(text, _BOLD, _GREEN))
-        elif entry.peer is not None:
+        elif entry.peer is not None and entry.kind == "history":
             labels.append(self._paint(f"[private with {entry.peer}]", _BOLD, _GREEN))
+        elif entry.peer is not None:
+            # An item of a private history without its own recipient.
+            text = "[private]" if sender == entry.peer.lower() else f"[private to {entry.peer}]"
+            labels.append(self._paint(text, _BOLD, _GREEN))
         return labels
 
     def shown(self, entry: Entry) -> bool:
