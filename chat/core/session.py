@@ -1,11 +1,12 @@
 """
-One connected client in the core: its name once logged in, its inbox of
-requests in order, and flood control.
+One connected client in the core: its name once logged in, the rooms it is
+in, the extensions it asked for, its inbox of requests in order, and flood
+control.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, List, Optional, Union
+from typing import TYPE_CHECKING, Dict, FrozenSet, List, Optional, Union
 
 from twisted.internet.interfaces import IDelayedCall
 
@@ -15,6 +16,7 @@ from chat.core.limits import BATCH_SHARE, READ_PAUSE_BACKLOG, TokenBucket
 from chat.wire import DecodeError, Request
 
 if TYPE_CHECKING:
+    from chat.core.rooms import Room
     from chat.core.service import ChatService
 
 
@@ -33,9 +35,15 @@ class Session:
         self.client = client
         self.username: Optional[str] = None
         self.connected = True
-        # The id of the oldest message this client was shown from the
-        # history: where its next page of older history ends.
-        self.history_cursor: Optional[int] = None
+        # The rooms it is in, by name; the last is its current room.
+        self.rooms: Dict[str, "Room"] = {}
+        # The extensions it asked for and was granted (L{chat.core.rules.EXTENSIONS}).
+        self.caps: FrozenSet[str] = frozenset()
+        # Per room, the id of the oldest message this client was shown from
+        # the history: where its next page of older history ends.
+        self.history_cursors: Dict[str, int] = {}
+        # How the connection ended, for those told who comes and goes.
+        self.departure = "disconnected"
         # A list, not a deque: an empty deque takes 760 bytes, per connection,
         # and an inbox is short.
         self._inbox: List[Union[Request, DecodeError]] = []
@@ -52,6 +60,19 @@ class Session:
         self._reading_paused = False
         self._refused = 0
         self._head_delayed = False  # the first waiting request was counted as delayed
+
+    @property
+    def room(self) -> Optional["Room"]:
+        """
+        Its current room (the one it joined or switched to last), or None.
+        """
+        rooms = self.rooms
+        return rooms[next(reversed(rooms))] if rooms else None
+
+    def make_current(self, room: "Room") -> None:
+        rooms = self.rooms
+        rooms.pop(room.name, None)
+        rooms[room.name] = room
 
     @property
     def backlog(self) -> int:
@@ -80,6 +101,7 @@ class Session:
                     "Disconnecting {user} for flooding", user=self.username or "a client"
                 )
                 self.service.stats.dropped["flooding"] += 1
+                self.departure = "dropped"
                 self.error("Disconnected for flooding", "flooding")
                 self.connected = False
                 inbox.clear()
@@ -94,10 +116,13 @@ class Session:
             self._reading_paused = True
             self._flow.pause_reading()
 
-    def lost(self) -> None:
+    def lost(self, dropped: bool = False) -> None:
         """
-        The connection is gone: log out at once, drop what is left.
+        The connection is gone (C{dropped}: the server cut it): log out at
+        once, drop what is left.
         """
+        if dropped:
+            self.departure = "dropped"
         self.connected = False
         self._inbox.clear()
         if self._timer is not None and self._timer.active():
