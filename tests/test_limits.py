@@ -308,6 +308,26 @@ class SendQueueTests(LimitsTestsMixin, TestCase):
         self.assertEqual(len(alice.take()), 20)
         self.flushLoggedErrors()
 
+    def test_slow_consumer_departs_dropped(self):
+        """
+        Those told who comes and goes hear that a client dropped for not
+        reading was "dropped", not that it disconnected.
+        """
+        watcher = self.logged_in("watcher")
+        watcher.send("cap", "presence")
+        bob = self.logged_in("bob")
+        bob.transport.producer.pauseProducing()
+        for _ in range(20):
+            watcher.send("msg", "x" * 100)
+            self.clock.advance(0)
+        bob.lose()  # (what the abort leads to)
+        presence = [r for r in watcher.take() if r["response"] == "presence"]
+        self.assertEqual(
+            [(r["sender"], r["content"]) for r in presence],
+            [("bob", "logged in"), ("bob", "dropped")],
+        )
+        self.flushLoggedErrors()
+
     def test_dropped_at_the_first_response_past_the_limit(self):
         """
         A batch of messages arriving for a stalled client is counted

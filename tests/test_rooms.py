@@ -264,6 +264,51 @@ class RoomRulesTests(ServiceTestsMixin, TestCase):
         self.assertEqual([r["response"] for r in a.take()], ["info", "history", "info"])
         self.assertEqual([r["response"] for r in b.take()], ["info", "history"])
 
+    def test_msg_behind_a_join_goes_to_the_new_room(self):
+        """
+        A msg sent right behind a join waits for the join's answer (while
+        the new room's window is read) and goes to the new room, not to the
+        room that was current when it arrived.
+        """
+        store = ControlledStore(self.clock)
+        self.service = type(self.service)(store, self.clock)
+        alice, a = self.logged_in("alice")
+        _, b = self.logged_in("bob")
+        store.release_all()
+        b.take()
+        self.send(alice, "join", "dev")
+        self.send(alice, "msg", "first words in dev")
+        store.release_all()
+        self.clock.advance(0)
+        store.release_all()
+        self.assertEqual(
+            [(r["response"], r["content"]) for r in a.take()][0::2],
+            [("info", "Joined dev"), ("message", "first words in dev")],
+        )
+        self.assertEqual(b.take(), [])
+        self.assertEqual([m.room for m in store.memory.messages], ["dev"])
+
+    def test_msg_behind_a_page_comes_after_it(self):
+        """
+        A msg sent right behind a history request is answered after the
+        page, in the order asked.
+        """
+        store = ControlledStore(self.clock)
+        self.service = type(self.service)(store, self.clock)
+        alice, a = self.logged_in("alice")
+        store.release_all()
+        self.send(alice, "msg", "old")
+        store.release_all()
+        self.clock.advance(0)
+        a.take()
+        self.send(alice, "history", 5)
+        self.send(alice, "msg", "new")
+        self.assertEqual([op.name for op in store.pending], ["before"])
+        store.release_all()
+        self.clock.advance(0)
+        store.release_all()
+        self.assertEqual([r["response"] for r in a.take()], ["history", "message"])
+
     def test_window_not_read(self):
         """
         If the store cannot read a new room's window, the joiners get an

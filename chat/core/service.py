@@ -332,7 +332,6 @@ class ChatService:
         self._users[folded] = session
         self._recipients = None
         self.stats.logins += 1
-        self.stats.history_windows += 1
         self.log.info("{user} logged in", user=name)
         session.info(f"Login successful. Welcome, {name}!")
         self._enter(session, self.lobby, "logged in")
@@ -381,6 +380,7 @@ class ChatService:
         """
         Send C{session} the history window of C{room}, as at login.
         """
+        self.stats.history_windows += 1
         window = room.window.event(self.now(), session.client.history_budget, self.history_format)
         if window.messages:
             session.history_cursors[room.name] = window.messages[0].id
@@ -660,7 +660,7 @@ class ChatService:
         Add a message to the next batch; its sender waits until it is stored.
         """
         self._pending.append((session, message, to))
-        session.wait()
+        session.wait(batch=True)
         if self._flush_call is None and self._storing < MAX_STORING:
             self._flush_call = self.clock.callLater(0, self.flush)
 

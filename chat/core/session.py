@@ -48,6 +48,7 @@ class Session:
         # and an inbox is short.
         self._inbox: List[Union[Request, DecodeError]] = []
         self._waiting = False
+        self._batch = False  # waiting for a message of its own to be stored
         self._joined = 0  # messages added to the batch behind the first
         limits = service.limits
         self._bucket: Optional[TokenBucket] = None
@@ -130,11 +131,14 @@ class Session:
         self._timer = None
         self.service.forget(self)
 
-    def wait(self) -> None:
+    def wait(self, batch: bool = False) -> None:
         """
-        Hold further requests until L{resume} (a message is being stored).
+        Hold further requests until L{resume}: while a message of this
+        client is being stored (C{batch}: then a valid C{msg} may join its
+        batch), or while the answer to a request is read from the store.
         """
         self._waiting = True
+        self._batch = batch
 
     def resume(self) -> None:
         self._waiting = False
@@ -146,10 +150,13 @@ class Session:
         bucket = self._bucket
         while inbox and self.connected:
             # While a message is being stored, a valid msg right behind it
-            # joins the same batch: it is still broadcast after it.
+            # joins the same batch: it is still broadcast after it. (While
+            # an answer is read from the store, everything waits.)
             joining = self._waiting
             if joining and (
-                self._joined >= BATCH_SHARE or not self.service.joins_batch(self, inbox[0])
+                not self._batch
+                or self._joined >= BATCH_SHARE
+                or not self.service.joins_batch(self, inbox[0])
             ):
                 break
             if bucket is not None and not bucket.take():
