@@ -38,6 +38,18 @@ def ext(kind: str, content: Any, sender: str = "server", **keys: Any) -> dict:
     return dict(response(kind, content, sender), **keys)
 
 
+def written(clock: Clock, transport: StringTransport) -> List[Any]:
+    """
+    The requests written on C{transport} since the last call, decoded,
+    after time for every queued one to go out.
+    """
+    for _ in range(20):
+        clock.advance(REQUEST_GAP)
+    data = transport.value()
+    transport.clear()
+    return [json.loads(line) for line in data.splitlines()]
+
+
 class Wire:
     """
     A L{ChatClientProtocol} asking for C{wanted}, on a L{StringTransport}
@@ -60,15 +72,7 @@ class Wire:
         self.proto.ended.addCallback(self.endings.append)
 
     def sent(self) -> List[Any]:
-        """
-        The requests written since the last call, decoded, after time for
-        every queued one to go out.
-        """
-        for _ in range(20):
-            self.clock.advance(REQUEST_GAP)
-        data = self.transport.value()
-        self.transport.clear()
-        return [json.loads(line) for line in data.splitlines()]
+        return written(self.clock, self.transport)
 
     def receive(self, *values: Any) -> None:
         for value in values:
@@ -647,16 +651,15 @@ class ConsoleTests(TestCase):
         rooms.answered("login", "alice", response("info", "ok"))
         rooms.listed = {"lobby": 3, "devops": 1, "design": 2}
         s.client.names.add("dave")
-        s.type(b"\x15/jo\t")
-        self.assertEqual(s.row(), "> /join ")
-        s.type(b"dev\t")
-        self.assertEqual(s.row(), "> /join devops ")
-        s.type(b"\x15leave l\t")
-        self.assertEqual(s.row(), "> leave lobby ")
-        s.type(b"\x15pm d\t")
-        self.assertEqual(s.row(), "> pm dave ")
-        s.type(b"\x15p\t")
-        self.assertEqual(s.row(), "> pm ")
+        for keys, row in [
+            (b"\x15/jo\t", "> /join "),
+            (b"dev\t", "> /join devops "),
+            (b"\x15leave l\t", "> leave lobby "),
+            (b"\x15pm d\t", "> pm dave "),
+            (b"\x15p\t", "> pm "),
+        ]:
+            s.type(keys)
+            self.assertEqual(s.row(), row, keys)
 
     def test_ctrl_x_switches(self) -> None:
         """
@@ -725,11 +728,7 @@ class ReconnectTests(TestCase):
                 p.dataReceived(json.dumps(value).encode() + b"\n")
 
         def sent(t: StringTransport) -> List[Any]:
-            for _ in range(20):
-                clock.advance(REQUEST_GAP)
-            data = t.value()
-            t.clear()
-            return [json.loads(line) for line in data.splitlines()]
+            return written(clock, t)
 
         receive(proto, GRANT)
         session.send_request("login", "alice")
