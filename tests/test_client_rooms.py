@@ -767,3 +767,27 @@ class ReconnectTests(TestCase):
         )
         self.assertIn(("notice", "Logged in again as alice."), view.values)
         session.quit()
+
+
+class PlainPresenceTests(TestCase):
+    """
+    /presence in plain mode.
+    """
+
+    def test_plain_presence(self) -> None:
+        """
+        /presence off reaches the session silently; a bad argument is one
+        error line; other lines are sent.
+        """
+        from chat.client.plain import PlainFrontEnd
+
+        errors: List[str] = []
+        front = PlainFrontEnd(None, lambda value: ([], False), 1.0, 1.0, error=errors.append)
+        session = RoomsClient()
+        session.rooms = RoomState()  # type: ignore[attr-defined]
+        front.session = session  # type: ignore[assignment]
+        for line in ["/presence off", "/presence perhaps", "names"]:
+            front.line_received(line)
+        self.assertEqual(session.requests, [("presence", False)])
+        self.assertEqual(errors, ["/presence takes on or off"])
+        self.assertEqual(session.lines, ["names"])
