@@ -195,6 +195,10 @@ def free_port() -> int:
 
 SCRIPT = b"login bot\nmsg hi\nnames\nlogout\n"
 
+#: The request the client opens every connection with (issue 10): it asks
+#: for the extensions, and a server that does not know it answers error.
+CAP = b'{"request":"cap","content":"rooms private presence"}\n'
+
 
 class RealServerTests(TestCase):
     """
@@ -377,7 +381,11 @@ class FieldServer(protocol.Protocol):
       after C{delay} seconds (default: C{seconds});
     - C{ignore}: request words never answered;
     - C{extra_history}: this many more old messages in the history;
-    - C{taken}: a set of names refused once each ("Username taken").
+    - C{taken}: a set of names refused once each ("Username taken");
+    - C{login_first}: the error text for any request but login and help
+      before login (as some field servers answer an unknown request then);
+    - C{unknown}: the error text for an unknown request (C{{}} for the
+      word).
     """
 
     factory: "FieldFactory"
@@ -433,7 +441,9 @@ class FieldServer(protocol.Protocol):
         old += [("dave", f"old {i}", 1700000100 + i) for i in range(style.get("extra_history", 0))]
         if request in style.get("ignore", ()):
             return
-        if request == "login" and content in style.get("taken", ()):
+        if style.get("login_first") and self.username is None and request not in ("login", "help"):
+            self.send(self.encode("error", style["login_first"]))
+        elif request == "login" and content in style.get("taken", ()):
             style["taken"].discard(content)
             self.send(self.encode("error", "Username taken"))
         elif request == "login":
@@ -467,7 +477,9 @@ class FieldServer(protocol.Protocol):
             if style.get("close_on_logout"):
                 self.transport.loseConnection()
         else:
-            self.send(self.encode("error", f"Unknown request {request}"))
+            self.send(
+                self.encode("error", style.get("unknown", "Unknown request {}").format(request))
+            )
 
 
 class FieldFactory(protocol.Factory):
@@ -512,18 +524,20 @@ class FieldServerTests(TestCase):
         self.assertTrue(text[1].endswith(f"{marker}<alice> first"), text)
         self.assertTrue(text[2].endswith(f"{marker}<carol> second"), text)
         self.assertEqual(text[3:], ["<bot> hi", "[info] bot", "[info] Bye"])
-        # What the server got: one compact request and its newline each.
+        # What the server got: one compact request and its newline each,
+        # after the cap that it answered with an error.
         requests = b"".join(factory.received).splitlines()
         self.assertEqual(
             [json.loads(r) for r in requests],
             [
+                {"request": "cap", "content": "rooms private presence"},
                 {"request": "login", "content": "bot"},
                 {"request": "msg", "content": "hi"},
                 {"request": "names", "content": None},
                 {"request": "logout", "content": None},
             ],
         )
-        self.assertEqual(requests[2], b'{"request":"names","content":null}')
+        self.assertEqual(requests[3], b'{"request":"names","content":null}')
         return text
 
     async def test_bare_history_strings_close_on_logout(self) -> None:
@@ -558,6 +572,57 @@ class FieldServerTests(TestCase):
         """
         text = await self.session(replayed=True, history="replay", close_on_logout=True)
         self.assertRegex(text[1], r"^2023-11-1[45] \d\d:\d\d:\d\d <alice> first$")
+
+
+class RefusedCapTests(TestCase):
+    """
+    Issue 10: against servers that do not know C{cap}, however they say
+    so, the client is the standard client it was: what it prints, its exit
+    status and every request after the C{cap} are those of a client that
+    asks for nothing (C{--no-extensions}).
+    """
+
+    async def same_as_standard(self, **style: Any) -> None:
+        outcomes = []
+        for extra in ([], ["--no-extensions"]):
+            port, factory = await start_field_server(self, newline=True, **style)
+            client = await run_client(
+                self,
+                ["--wait", "0.3", "--host", "127.0.0.1", "--port", str(port), *extra],
+                b"login bot\nmsg hi\nnames\nrooms\nlogout\n",
+            )
+            outcomes.append((client, b"".join(factory.received)))
+        (asked, asked_wire), (standard, standard_wire) = outcomes
+        self.assertEqual(asked.code, 0, asked.err)
+        self.assertEqual((asked.out, asked.err), (standard.out, standard.err))
+        self.assertEqual(asked_wire, CAP + standard_wire)
+        self.assertEqual(len(asked.lines), 7, asked.lines)
+        self.assertTrue(
+            asked.lines[-2].endswith(
+                "[error] " + style.get("unknown", "Unknown request {}").format("rooms")
+            ),
+            asked.lines,
+        )
+
+    async def test_unknown_request(self) -> None:
+        """
+        Our older server's way: "Unknown request cap".
+        """
+        await self.same_as_standard(close_on_logout=True)
+
+    async def test_not_logged_in(self) -> None:
+        """
+        A field server that answers anything before login with an error of
+        its own.
+        """
+        await self.same_as_standard(login_first="Please log in first!")
+
+    async def test_odd_error_text(self) -> None:
+        """
+        A field server whose error for an unknown request says nothing of
+        requests.
+        """
+        await self.same_as_standard(unknown="ERROR 400: {} ??")
 
 
 def make_certificate(directory: str, name: str = "localhost") -> Tuple[str, str]:
@@ -793,6 +858,7 @@ class IssueTests(TestCase):
         self.assertEqual(
             [json.loads(r) for r in b"".join(factory.received).splitlines()],
             [
+                {"request": "cap", "content": "rooms private presence"},
                 {"request": "login", "content": "bot"},
                 {"request": "msg", "content": "/me waves"},
                 {"request": "logout", "content": None},

@@ -31,6 +31,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 from chat.client.connection import ChatClientProtocol
 from tests.test_client import RecordingView
 from tests.test_client_process import (
+    CAP,
     REPO,
     _ClientProcess,
     client_env,
@@ -215,7 +216,7 @@ class InteractiveTests(PtyTestCase):
         os.write(screen.fd, b"msg unfinished\x03")
         await client.ended
         self.assertEqual(client.code, 0)
-        self.assertEqual(b"".join(factory.received), b'{"request":"help","content":null}\n')
+        self.assertEqual(b"".join(factory.received), CAP + b'{"request":"help","content":null}\n')
         self.assert_restored(slave)
 
     async def test_sigterm(self) -> None:
@@ -331,9 +332,10 @@ class ResizeTests(TestCase):
         self.assertEqual(typed_rows(tmux.rows(scrollback=True)), [tmux.rows()[-1]])
         self.assertEqual(tmux.rows()[-1], "> " + text)
         tmux.run("send-keys", "Enter")
-        await wait_for(lambda: factory.received, "the request")
-        await wait_for(lambda: len(b"".join(factory.received).splitlines()) == 1, "one request")
-        self.assertEqual(json.loads(b"".join(factory.received))["content"], text[4:])
+        await wait_for(lambda: len(b"".join(factory.received).splitlines()) == 2, "one request")
+        cap, request = b"".join(factory.received).splitlines()
+        self.assertEqual(cap + b"\n", CAP)
+        self.assertEqual(json.loads(request)["content"], text[4:])
 
 
 class InteractiveFeatureTests(PtyTestCase):
@@ -356,12 +358,12 @@ class InteractiveFeatureTests(PtyTestCase):
         pasted = b'Traceback (most recent call last):\r  File "x.py", line 1\rlogout now\r'
         os.write(screen.fd, b"\x1b[200~" + pasted + b"\x1b[201~")
         await wait_for(lambda: "\u21b5logout now" in screen.rows()[-1], "the pasted text")
-        self.assertEqual(factory.received, [])
+        self.assertEqual(b"".join(factory.received), CAP)
         os.write(screen.fd, b"\r")
-        await wait_for(lambda: factory.received, "the request")
+        await wait_for(lambda: b"".join(factory.received) != CAP, "the request")
         os.write(screen.fd, b"\x04")
         await client.ended
-        requests = [json.loads(r) for r in b"".join(factory.received).splitlines()]
+        requests = [json.loads(r) for r in b"".join(factory.received)[len(CAP) :].splitlines()]
         self.assertEqual(
             requests,
             [

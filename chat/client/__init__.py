@@ -7,6 +7,8 @@ into requests and shows what the server answers (PROTOCOL.md, section 5,
 "What our client sends and accepts"). The modules, none of which imports a
 later one's caller:
 
+- L{chat.client.rooms}: the extensions the server granted (rooms, private
+  messages, presence) and the rooms the user is in.
 - L{chat.client.display}: responses from any server to safe text.
 - L{chat.client.commands}: typed lines to requests; the client's own
   commands (C{/me}, C{/quit}, C{/clear}).

@@ -22,6 +22,7 @@ from twisted.python import usage
 from chat.client.config import ConfigError, InputHistory, config_path, history_path, load_config
 from chat.client.connection import ChatSession, describe_error
 from chat.client.display import Renderer
+from chat.client.rooms import EXTENSIONS, RoomState
 from chat.usage import ParagraphOptions
 
 DEFAULT_HOST = "localhost"
@@ -67,7 +68,19 @@ REST} (content null when there is no REST), so server extensions work too.
 Conveniences: a leading '/' is dropped ('/names' sends names); the request
 word is lower-cased; blank lines send nothing. The client's own commands:
 '/me TEXT' sends the message '/me TEXT', shown as an action ('* alice
-waves'); '/quit' logs out and quits; '/clear' clears the screen.
+waves'); '/quit' logs out and quits; '/clear' clears the screen;
+'/presence on|off' shows or hides who joins and leaves.
+
+Rooms, private messages and presence: on connecting the client asks the
+server for these extensions (a 'cap' request; its answer is not shown). A
+server that grants them sends the room of each line, which is shown ('#dev')
+while you are in more than one room; '/join ROOM' joins a room (or makes one
+you are in the current one), '/leave [ROOM]' leaves one, '/rooms' lists them,
+'/pm USER TEXT' sends a private message (shown '[private]' and highlighted)
+and '/pm USER' shows your private history with USER; who joins and leaves
+your rooms is one dim line each ('--> alice joined dev'). With a server that
+does not grant them (our older server, the servers in the field) the client
+works and shows everything as it always did.
 
 When standard input is a terminal the client is interactive: messages appear
 above the line you are typing; Left/Right/Home/End, Ctrl-A/E/U/K/W edit the
@@ -77,8 +90,12 @@ seen; a paste goes into the line whole, line breaks included, and Enter sends
 it as one request; Page Up/Page Down show earlier lines; Ctrl-L repaints the
 screen; Ctrl-D (on an empty line) or Ctrl-C quits, sending 'logout' first if
 you logged in. A line that mentions your name stands out (--bell rings the
-bell for it). When the connection drops, the client reconnects with backoff
-and logs in again under the same name; the line you are typing is kept.
+bell for it). With rooms, the prompt names the current room (once you are in a room other
+than the lobby), Tab completes
+room names after 'join' and 'leave', and Ctrl-X switches to the next room you
+are in. When the connection drops, the client reconnects with backoff, logs
+in again under the same name and joins your rooms again; the line you are
+typing is kept.
 Colours are off when NO_COLOR is set, with --no-color, or when output is not
 a terminal.
 
@@ -89,7 +106,8 @@ when the server closes the connection. With --json each response is printed
 as received, one JSON object per line. Plain mode never reconnects, and logs
 in only when told (--name or a login line).
 
-Defaults for --host, --port, --connect, --name and --bell can be set in
+Defaults for --host, --port, --connect, --name, --bell, --no-presence
+('presence = no') and --no-extensions ('extensions = no') can be set in
 $XDG_CONFIG_HOME/chat/config.ini (~/.config/chat/config.ini), section
 [client], e.g. 'host = chat.example.org', 'name = alice'; with a name there,
 'chat' alone connects and logs in.
@@ -106,6 +124,12 @@ unexpectedly, or answers were missing, 2 for a usage error."""
         ["bell", None, "Ring the terminal bell for a line that mentions you."],
         ["no-reconnect", None, "Interactive mode: end when the connection drops."],
         ["no-config", None, "Ignore the config file."],
+        ["no-presence", None, "Do not show (or ask for) who joins and leaves your rooms."],
+        [
+            "no-extensions",
+            None,
+            "Ask the server for no extensions (no 'cap' request): a standard client.",
+        ],
     ]
     optParameters = [
         ["host", "H", None, f"Server host name or address [default: {DEFAULT_HOST}]"],
@@ -180,6 +204,9 @@ unexpectedly, or answers were missing, 2 for a usage error."""
                 self["port"] = port_number(port, where + "port") if port else DEFAULT_PORT
         if not self["bell"] and "bell" in config:
             self["bell"] = _yes(config["bell"], where + "bell")
+        for flag, key in (("no-presence", "presence"), ("no-extensions", "extensions")):
+            if not self[flag] and key in config:
+                self[flag] = not _yes(config[key], where + key)
         name = self["name"]
         if name is None and config.get("name", "").strip():
             name = config["name"].strip()
@@ -190,6 +217,14 @@ unexpectedly, or answers were missing, 2 for a usage error."""
         self.login_name = name
         self["wait"] = self._seconds("wait")
         self["timeout"] = self._seconds("timeout")
+
+    def extensions(self) -> List[str]:
+        """
+        The extensions to ask the server for.
+        """
+        if self["no-extensions"]:
+            return []
+        return [e for e in EXTENSIONS if not (e == "presence" and self["no-presence"])]
 
     def target(self) -> str:
         """
@@ -353,12 +388,16 @@ def error_line(text: str) -> None:
 
 
 def make_front_end(
-    reactor: Any, options: Options, me: Callable[[], Optional[str]] = lambda: None
+    reactor: Any,
+    options: Options,
+    me: Callable[[], Optional[str]] = lambda: None,
+    rooms: Optional[RoomState] = None,
 ) -> Any:
     """
     The front end the options and the standard streams call for.
 
     @param me: returns the user's name once logged in, for highlighting.
+    @param rooms: the session's extensions and rooms, for what is shown.
     """
     from chat.client.console import InteractiveFrontEnd
     from chat.client.plain import PlainFrontEnd, json_formatter, plain_formatter
@@ -377,7 +416,7 @@ def make_front_end(
     if on_terminal and not options["plain"]:
         front = InteractiveFrontEnd(
             reactor,
-            Renderer(colour=colour, multiline=True, me=me),
+            Renderer(colour=colour, multiline=True, me=me, rooms=rooms),
             options.target(),
             history=InputHistory(history_path(env)),
             bell=options["bell"],
@@ -385,7 +424,7 @@ def make_front_end(
     else:
         front = PlainFrontEnd(
             reactor,
-            plain_formatter(Renderer(colour=colour, me=me)),
+            plain_formatter(Renderer(colour=colour, me=me, rooms=rooms)),
             quiet,
             patience,
             bell=options["bell"] and os.isatty(1),
@@ -411,10 +450,17 @@ async def main(reactor: Any, *argv: str) -> None:
         # --help into a pager or head that stopped reading.
         raise SystemExit(0) from None
     session: Optional[ChatSession] = None
-    front = make_front_end(reactor, options, lambda: session.username if session else None)
+    rooms = RoomState(options.extensions())
+    front = make_front_end(
+        reactor, options, lambda: session.username if session else None, rooms=rooms
+    )
     interactive = isinstance(front, InteractiveFrontEnd)
     session = ChatSession(
-        endpoint, front, reactor, reconnect=interactive and not options["no-reconnect"]
+        endpoint,
+        front,
+        reactor,
+        reconnect=interactive and not options["no-reconnect"],
+        rooms=rooms,
     )
     try:
         await session.start()

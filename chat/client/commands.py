@@ -6,7 +6,9 @@ The client is "stupid" in the standard's sense: the first word of a line is
 the request, the rest is its content (PROTOCOL.md, section 2). A few
 commands that start with C{/} belong to the client itself (L{LOCAL_COMMANDS})
 and never reach the server; C{/me TEXT} sends a standard C{msg} whose content
-is C{/me TEXT}, which every other client shows as it is.
+is C{/me TEXT}, which every other client shows as it is. The extensions'
+requests (C{/join dev}, C{/leave}, C{/rooms}, C{/pm bob hi}) are ordinary
+lines: the slash is dropped and the word goes to the server.
 """
 
 from __future__ import annotations
@@ -16,9 +18,13 @@ from typing import Optional, Tuple
 from chat.client.display import ACTION_PREFIX
 
 #: The client's own commands: C{/quit} ends the session (logging out first),
-#: C{/clear} clears the screen. Typed without the slash they are sent as
-#: requests like any other word.
-LOCAL_COMMANDS = ("quit", "clear")
+#: C{/clear} clears the screen, C{/presence [on|off]} shows or hides the
+#: lines that say who joins and leaves. Typed without the slash they are
+#: sent as requests like any other word.
+LOCAL_COMMANDS = ("quit", "clear", "presence")
+
+#: The local commands that take an argument.
+_WITH_ARGUMENT = ("presence",)
 
 
 def local_command(line: str) -> Optional[str]:
@@ -30,7 +36,20 @@ def local_command(line: str) -> Optional[str]:
     if not text.startswith("/"):
         return None
     word = text[1:].strip().lower()
+    if word.split(None, 1)[:1] and word.split(None, 1)[0] in _WITH_ARGUMENT:
+        return word.split(None, 1)[0]
     return word if word in LOCAL_COMMANDS else None
+
+
+def presence_setting(line: str, now: bool) -> Optional[bool]:
+    """
+    What C{/presence [on|off]} asks for: C{on} or C{off}, and the other of
+    C{now} with no argument; None for an argument that is neither.
+    """
+    parts = line.strip().split(None, 1)
+    if len(parts) < 2:
+        return not now
+    return {"on": True, "off": False, "yes": True, "no": False}.get(parts[1].strip().lower())
 
 
 def parse_input(line: str) -> Optional[Tuple[str, Optional[str]]]:

@@ -3,7 +3,8 @@ The client's files: the user's defaults and the input history.
 
 - L{load_config}: C{$XDG_CONFIG_HOME/chat/config.ini} (C{~/.config/chat/} by
   default), an INI file whose C{[client]} section gives the defaults for the
-  command line: C{host}, C{port}, C{connect}, C{name}, C{bell}.
+  command line: C{host}, C{port}, C{connect}, C{name}, C{bell},
+  C{presence}, C{extensions}.
 - L{InputHistory}: the lines typed in interactive mode, kept between
   sessions in C{$XDG_DATA_HOME/chat/history} (C{~/.local/share/chat/} by
   default), one JSON string a line so that a pasted text with line breaks
@@ -26,6 +27,8 @@ CONFIG_KEYS = {
     "connect": "a Twisted client endpoint description",
     "name": "log in under this name on connecting (interactive mode)",
     "bell": "yes to ring the terminal bell when a line mentions you",
+    "presence": "no to hide who joins and leaves your rooms",
+    "extensions": "no to ask the server for no extensions (a standard client)",
 }
 
 #: How many lines the history file keeps.

@@ -6,11 +6,24 @@ The client's side of the network.
   responses with L{chat.wire.StreamDecoder}, matches answers to the requests
   it wrote, and hands every value to a view. Over TLS it counts as connected
   only once the handshake has succeeded. It knows nothing of stdio.
+
+  It asks for the extensions (L{chat.client.rooms}) with a C{cap} request,
+  the first thing it writes on a connection, and writes nothing else until
+  that is answered (or L{CAP_TIMEOUT} has passed), so no answer can be
+  taken for another's. The answer is the client's own business and is not
+  shown: an C{info} with a C{caps} list grants those extensions; anything
+  else (an C{error} from a server that does not know C{cap}, whatever its
+  words) grants none, and the client is then the standard client it was.
+  A server may also send something of its own before it reads the C{cap}
+  (our server's C{error} "Server full", and then it closes): an answer that
+  grants nothing is shown after all if the server closes the connection
+  before it sends anything else.
 - L{ChatSession}: the session across connections, on Twisted's
   L{ClientService}. When a connection drops it says so, retries with
   backoff, logs in again under the same name (retrying the login a few
-  times while the server still holds the old connection's name) and
-  carries on; with reconnection off, the first drop ends the session.
+  times while the server still holds the old connection's name), joins
+  the rooms it was in again, and carries on; with reconnection off, the
+  first drop ends the session.
 """
 
 from __future__ import annotations
@@ -37,6 +50,7 @@ from zope.interface import Interface, implementer
 
 from chat.client.commands import parse_input
 from chat.client.display import USERNAME, Entry, field, interpret, names_from, response_word
+from chat.client.rooms import PRESENCE_EVENTS, RoomState, granted, rejoin_requests
 from chat.wire import DecodeError, StreamDecoder, encode_request
 
 #: The largest single response the client accepts. Servers send the whole
@@ -53,6 +67,11 @@ REQUEST_GAP = 0.05
 #: it notices that connection is gone.
 RELOGIN_ATTEMPTS = 5
 RELOGIN_DELAY = 1.0
+
+#: Seconds to wait for the answer to the C{cap} request that opens a
+#: connection before sending the rest anyway (a server that answers unknown
+#: requests with nothing at all).
+CAP_TIMEOUT = 3.0
 
 #: What connectionLost gets when the reason is not given.
 _CONNECTION_DONE = Failure(ierror.ConnectionDone())
@@ -111,15 +130,22 @@ class ChatClientProtocol(Protocol):
     L{ended} fires with an L{Ending} when the connection is gone.
 
     An answer is matched to the oldest request written and not yet answered:
-    any response but C{history} answers it, except that a C{message} answers
-    a C{msg} only when it comes from the user (the broadcast of their own
-    message), so other people's messages are not taken for answers.
+    any response but C{history} and C{presence} answers it, except that a
+    C{message} answers a C{msg} or C{pm} only when it comes from the user
+    (the broadcast or echo of their own message), so other people's
+    messages are not taken for answers; a C{history} answers only a
+    C{history} request or a C{pm} with a user and no text (the private
+    history), and never when it is the one that follows an accepted
+    C{login} or the C{join} of a new room.
 
     @ivar names: usernames seen (senders and C{names} answers), for
         completion.
     @ivar username: the name of the last login the server accepted.
     @ivar on_reply: called with C{(request, content, response)} for each
-        answer.
+        answer (after the view was given the response).
+    @ivar rooms: the extensions and rooms of the session, followed from the
+        answers before the view is given them; its C{wanted} extensions are
+        asked for on connecting (nothing is asked when there are none).
     """
 
     def __init__(
@@ -128,6 +154,7 @@ class ChatClientProtocol(Protocol):
         clock: IReactorTime,
         max_size: int = MAX_RESPONSE_SIZE,
         names: Optional[Set[str]] = None,
+        rooms: Optional[RoomState] = None,
     ) -> None:
         self.view = view
         self.clock = clock
@@ -139,11 +166,22 @@ class ChatClientProtocol(Protocol):
         self._ready_waiters: List[Deferred[ChatClientProtocol]] = []
         self.ended: Deferred[Ending] = Deferred()
         self.on_reply: Callable[[str, Any, Any], None] = lambda request, content, value: None
+        self.rooms = RoomState(wanted=()) if rooms is None else rooms
         # Requests waiting for their turn (REQUEST_GAP); login_sent and
-        # logout_sent count those too.
-        self._queue: Deque[Tuple[str, Any, bytes]] = deque()
+        # logout_sent count those too. The flag marks the client's own
+        # requests (cap), whose answers the view is not given.
+        self._queue: Deque[Tuple[str, Any, bytes, bool]] = deque()
         # Requests written and not answered yet, oldest first.
-        self._awaiting: Deque[Tuple[str, Any]] = deque()
+        self._awaiting: Deque[Tuple[str, Any, bool]] = deque()
+        # While the opening cap is unanswered: the call that gives up on it.
+        self._cap_wait: Optional[IDelayedCall] = None
+        self._opening_cap = False
+        # The answer to the opening cap when it granted nothing, until the
+        # next value arrives: shown if the server closes before that.
+        self._withheld: Any = None
+        # History responses due after answers (login, join) that are not
+        # answers themselves.
+        self._histories_due = 0
         self._logout_written = False
         self._logout_answered = False
         self._next_send: Optional[IDelayedCall] = None
@@ -191,9 +229,11 @@ class ChatClientProtocol(Protocol):
             self.send_request(*request)
         return request
 
-    def send_request(self, word: str, content: Any) -> None:
+    def send_request(self, word: str, content: Any, own: bool = False) -> None:
         """
         Queue one request. Nothing is sent once the client is closing.
+
+        @param own: the client's own request, whose answer is not shown.
         """
         if self._closing or self._quit_linger is not None:
             return
@@ -201,8 +241,19 @@ class ChatClientProtocol(Protocol):
             self.login_sent = True
         elif word == "logout":
             self.logout_sent = True
-        self._queue.append((word, content, encode_request(word, content)))
-        if self._next_send is None and self._usable:
+        self._queue.append((word, content, encode_request(word, content), own))
+        self._kick()
+
+    def send_cap(self) -> None:
+        """
+        Ask again for the extensions the session wants (its answer is not
+        shown).
+        """
+        self.send_request("cap", self.rooms.cap_content(), own=True)
+
+    def _kick(self) -> None:
+        # Send the next request now, or when REQUEST_GAP has passed.
+        if self._next_send is None and self._usable and self._cap_wait is None:
             now = self.clock.seconds()
             if self._last_send is None or now - self._last_send >= REQUEST_GAP - 1e-6:
                 self._send_next()
@@ -213,14 +264,20 @@ class ChatClientProtocol(Protocol):
 
     def _send_next(self) -> None:
         self._next_send = None
-        if not self._queue or not self._usable:
+        if not self._queue or not self._usable or self._cap_wait is not None:
             return
-        word, content, data = self._queue.popleft()
+        word, content, data, own = self._queue.popleft()
         self.transport.write(data)
-        self._awaiting.append((word, content))
+        self._awaiting.append((word, content, own))
         if word == "logout":
             self._logout_written = True
         self._last_send = self.clock.seconds()
+        if own and word == "cap" and self._opening_cap:
+            # The opening cap: nothing else goes out until it is answered.
+            self._opening_cap = False
+            self._cap_wait = self.clock.callLater(CAP_TIMEOUT, self._cap_unanswered)
+            self._rearm_quiet()
+            return
         if self._queue:
             self._next_send = self.clock.callLater(REQUEST_GAP, self._send_next)
         elif self._quit_linger is not None:
@@ -279,7 +336,7 @@ class ChatClientProtocol(Protocol):
     def _quiet_over(self) -> None:
         self._quiet_call = None
         if self._awaiting:
-            words = ", ".join(word for word, _ in self._awaiting)
+            words = ", ".join(word for word, *_ in self._awaiting)
             count = len(self._awaiting)
             self._failure = (
                 f"no answer from the server to {count} request{'s' if count > 1 else ''} "
@@ -325,6 +382,10 @@ class ChatClientProtocol(Protocol):
         if self._usable:
             return
         self._usable = True
+        if self.rooms.wanted:
+            self._opening_cap = True
+            content = self.rooms.cap_content()
+            self._queue.appendleft(("cap", content, encode_request("cap", content), True))
         if self._queue and self._next_send is None:
             self._send_next()
         waiters, self._ready_waiters = self._ready_waiters, []
@@ -333,8 +394,12 @@ class ChatClientProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         for value in self.decoder.feed(data):
-            self.view.received(value)
-            self._note(value)
+            self._withheld = None
+            answered = self._note(value)
+            if answered is None or not answered[2]:
+                self.view.received(value)
+            if answered is not None and not answered[2]:
+                self.on_reply(answered[0], answered[1], value)
             if isinstance(value, DecodeError) and value.fatal:
                 self._failure = "the server sent a response too large to take"
                 self._closing = True
@@ -342,37 +407,88 @@ class ChatClientProtocol(Protocol):
                 return
         self._rearm_quiet()
 
-    def _note(self, value: Any) -> None:
+    def _note(self, value: Any) -> Optional[Tuple[str, Any, bool]]:
+        # Learn what a value tells (names, answers, rooms); return the
+        # request it answers, if any.
         word = response_word(value)
         if word is None:
-            return
+            return None
+        content = field(value, "content")
         if word == "history":
             for entry in interpret(value):
                 self._note_sender(entry)
-            return
-        content = field(value, "content")
-        if word == "message":
+        elif word == "message":
             self._note_sender(Entry(word, sender=field(value, "sender")))
+        elif word == "presence":
+            event = PRESENCE_EVENTS.get(content if isinstance(content, str) else "")
+            if event is not None and event[0]:
+                self._note_sender(Entry("message", sender=field(value, "sender")))
+            return None
         elif word not in ("info", "error") and isinstance(content, list):
             self.names.update(names_from(content))
-        self._match_answer(word, value)
+        return self._match_answer(word, value)
 
-    def _match_answer(self, word: str, value: Any) -> None:
+    def _answers(self, word: str, value: Any, request: str, content: Any) -> bool:
+        # Whether a response of the kind `word` answers `request`.
+        if word == "history":
+            if self._histories_due > 0:
+                self._histories_due -= 1
+                return False
+            return request == "history" or (request == "pm" and _pm_text(content) is None)
+        if word == "message":
+            return request in ("msg", "pm") and same_name(field(value, "sender"), self.username)
+        return True
+
+    def _match_answer(self, word: str, value: Any) -> Optional[Tuple[str, Any, bool]]:
         if not self._awaiting:
-            return
-        request, content = self._awaiting[0]
-        if word == "message" and not (
-            request == "msg" and same_name(field(value, "sender"), self.username)
-        ):
-            return
+            if word == "history" and self._histories_due > 0:
+                self._histories_due -= 1
+            return None
+        request, content, own = self._awaiting[0]
+        if not self._answers(word, value, request, content):
+            return None
         self._awaiting.popleft()
         if request == "login" and word == "info" and isinstance(content, str):
             self.username = content.strip()
+            self._histories_due += 1
         elif request == "names" and word == "info":
             self.names.update(names_from(field(value, "content")))
         elif request == "logout":
             self._logout_answered = True
-        self.on_reply(request, content, value)
+        elif request == "cap":
+            self._cap_answered(value)
+        if request == "join" and word == "info" and self.rooms.rooms_on:
+            # A room joined (not one switched to) sends its history next.
+            joining = field(value, "room")
+            if isinstance(joining, str) and joining.lower() not in self.rooms.joined:
+                self._histories_due += 1
+        self.rooms.answered(request, content, value)
+        return request, content, own
+
+    def _cap_answered(self, value: Any) -> None:
+        extensions = granted(value)
+        self.rooms.set_extensions(extensions)
+        if self._cap_wait is not None and not extensions:
+            self._withheld = value
+        self._end_cap_wait()
+
+    def _cap_unanswered(self) -> None:
+        # No answer in CAP_TIMEOUT: the server ignores what it does not
+        # know. The opening cap is the only request written.
+        self._cap_wait = None
+        if self._awaiting and self._awaiting[0][0] == "cap":
+            self._awaiting.popleft()
+        self.rooms.set_extensions(frozenset())
+        self._end_cap_wait()
+
+    def _end_cap_wait(self) -> None:
+        if self._cap_wait is not None and self._cap_wait.active():
+            self._cap_wait.cancel()
+        self._cap_wait = None
+        if self._queue:
+            self._kick()
+        else:
+            self._rearm_quiet()
 
     def _note_sender(self, entry: Entry) -> None:
         # Remember usernames for completion.
@@ -382,11 +498,15 @@ class ChatClientProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
         self._connected = False
-        for call in (self._next_send, self._closer, self._quiet_call):
+        for call in (self._next_send, self._closer, self._quiet_call, self._cap_wait):
             if call is not None and call.active():
                 call.cancel()
-        self._next_send = self._closer = self._quiet_call = None
+        self._next_send = self._closer = self._quiet_call = self._cap_wait = None
         self._queue.clear()
+        if self._withheld is not None and not self._closing:
+            # Not an answer to cap after all: the server's reason to close.
+            self.view.received(self._withheld)
+        self._withheld = None
         clean = not isinstance(reason, Failure) or reason.check(ierror.ConnectionDone)
         # A logout counts once it was written and then answered, or the
         # server closed the connection after it (as most servers do).
@@ -435,6 +555,8 @@ class ChatSession:
     @param reconnect: after a drop, reconnect with backoff and log in again.
     @param retry_policy: seconds to wait before attempt N (L{backoffPolicy}
         from 0.5 s up to 30 s by default).
+    @param rooms: the extensions to ask for and the rooms followed (all the
+        client knows, by default).
     @ivar username: the name the server accepted at the last login, used to
         log in again after a reconnect.
     """
@@ -447,11 +569,15 @@ class ChatSession:
         reconnect: bool = True,
         retry_policy: Optional[Callable[[int], float]] = None,
         max_size: int = MAX_RESPONSE_SIZE,
+        rooms: Optional[RoomState] = None,
     ) -> None:
         self.view = view
         self.clock = clock
         self.reconnect = reconnect
         self.names: Set[str] = set()
+        self.rooms = RoomState() if rooms is None else rooms
+        # The rooms and current room of the connection lost, to join again.
+        self._rejoin: Tuple[List[str], Optional[str]] = ([], None)
         self.username: Optional[str] = None
         self.protocol: Optional[ChatClientProtocol] = None
         self.ended: Deferred[Ending] = Deferred()
@@ -504,7 +630,9 @@ class ChatSession:
         return None
 
     def _new_protocol(self) -> ChatClientProtocol:
-        chat = ChatClientProtocol(self, self.clock, max_size=self._max_size, names=self.names)
+        chat = ChatClientProtocol(
+            self, self.clock, max_size=self._max_size, names=self.names, rooms=self.rooms
+        )
         # Not ClientService's prepareConnection: a connection lost while
         # being prepared (a failed TLS handshake) is a state it cannot take.
         chat.when_ready().addCallbacks(self._attach, self._attempt_failed)
@@ -539,6 +667,7 @@ class ChatSession:
             return
         self.protocol = None
         self._cancel_relogin()
+        self._rejoin = self.rooms.connection_lost()
         if ending.expected or ending.final or not self.reconnect or self._stopping:
             self._finish(ending)
             return
@@ -568,6 +697,10 @@ class ChatSession:
             again = self._relogin_tries > 0 or self._relogin_call is not None
             if again and same_name(content, self.username):
                 self.view.notice(f"Logged in again as {self.protocol.username}.")
+                if self.rooms.rooms_on:
+                    for word, room in rejoin_requests(*self._rejoin):
+                        self.protocol.send_request(word, room)
+            self._rejoin = ([], None)
             self.username = self.protocol.username
             self._relogin_tries = 0
         elif self._relogin_tries > 0 and same_name(content, self.username):
@@ -608,6 +741,22 @@ class ChatSession:
         if self.protocol is not None:
             self.protocol.send_request(word, content)
 
+    def set_presence(self, on: bool) -> str:
+        """
+        Show presence lines or not (C{/presence on|off}), asking the server
+        again for the extensions (less C{presence} when off); return a line
+        for the user saying what is now so.
+        """
+        self.rooms.set_presence(on)
+        asked = self.protocol is not None and bool(self.rooms.extensions)
+        if asked and self.protocol is not None:
+            self.protocol.send_cap()
+        if not on:
+            return "Presence lines off."
+        if self.protocol is not None and not asked:
+            return "Presence lines on, but this server does not send them."
+        return "Presence lines on: who joins and leaves your rooms."
+
     def quit(self, linger: float = 0.0, logout: bool = False) -> None:
         """
         End the session: as L{ChatClientProtocol.quit} when connected; at
@@ -635,6 +784,13 @@ class ChatSession:
             self.protocol.close()
         else:
             self.quit()
+
+
+def _pm_text(content: Any) -> Optional[str]:
+    # The text of a pm request's content ("bob hello" -> "hello"), or None
+    # when it names only a user (a request for the private history).
+    parts = content.split(None, 1) if isinstance(content, str) else []
+    return parts[1] if len(parts) == 2 else None
 
 
 def describe_error(exc: BaseException) -> str:

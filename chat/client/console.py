@@ -23,6 +23,12 @@ What else it does:
   it was. Ctrl-L repaints the screen from that scrollback; C{/clear}
   scrolls the screen's lines into the terminal's scrollback.
 - Lines typed are kept between sessions (L{chat.client.config.InputHistory}).
+- With the C{rooms} extension the prompt names the current room
+  (C{dev> }) once the user is in a room other than the lobby alone, Tab
+  completes room names after C{join} and C{leave}, and Ctrl-X switches to
+  the next room joined (a C{join} of a room the user is in makes it
+  current without leaving the others). C{/presence [on|off]} shows or
+  hides who joins and leaves.
 - The terminal is restored however the client ends.
 """
 
@@ -42,7 +48,7 @@ from twisted.conch.insults import insults
 from twisted.internet import defer, stdio
 from zope.interface import implementer
 
-from chat.client.commands import local_command
+from chat.client.commands import local_command, presence_setting
 from chat.client.config import InputHistory
 from chat.client.connection import ChatSession, IChatView
 from chat.client.display import STANDARD_REQUESTS, Renderer, interpret, neutralise
@@ -153,7 +159,6 @@ class ChatConsole(insults.TerminalProtocol):
         file.
     """
 
-    prompt = "> "
     terminal: Any = None
 
     def __init__(
@@ -189,6 +194,16 @@ class ChatConsole(insults.TerminalProtocol):
         self._drawn = (0, 0)
         self._resizing = False
 
+    @property
+    def prompt(self) -> str:
+        """
+        C{"> "}, or the current room's name (C{"dev> "}) when the server
+        sends rooms and the user is in a room other than the lobby alone.
+        """
+        rooms = self.renderer.rooms
+        named = rooms.prompt() if rooms is not None else None
+        return neutralise(named) if named else "> "
+
     # Connection to the terminal
 
     def connectionMade(self) -> None:
@@ -220,6 +235,7 @@ class ChatConsole(insults.TerminalProtocol):
             b"\x0b": self.handle_KILL_END,  # Ctrl-K
             b"\x17": self.handle_KILL_WORD,  # Ctrl-W
             b"\x0c": self.handle_REDRAW,  # Ctrl-L
+            b"\x18": self.handle_NEXT_ROOM,  # Ctrl-X
             b"\x03": self.handle_INTERRUPT,  # Ctrl-C
             b"\x04": self.handle_EOF,  # Ctrl-D
         }
@@ -579,6 +595,10 @@ class ChatConsole(insults.TerminalProtocol):
         if command == "clear":
             self.clear_screen()
             return
+        if command == "presence":
+            self.draw()
+            self.set_presence(line)
+            return
         if not line.strip():
             self.draw()
             return
@@ -589,16 +609,56 @@ class ChatConsole(insults.TerminalProtocol):
         if self.client is not None:
             self.client.send_line(line)
 
+    def set_presence(self, line: str) -> None:
+        """
+        C{/presence [on|off]}: show or hide who joins and leaves.
+        """
+        rooms = self.renderer.rooms
+        setting = presence_setting(line, rooms is not None and rooms.presence_shown)
+        if setting is None:
+            self.notice("Type /presence on or /presence off.")
+        elif self.client is not None and hasattr(self.client, "set_presence"):
+            self.notice(self.client.set_presence(setting))
+
+    def handle_NEXT_ROOM(self) -> None:
+        """
+        Ctrl-X: make the next room joined the current one (a C{join} of a
+        room the user is in switches to it without leaving any).
+        """
+        rooms = self.renderer.rooms
+        room = rooms.next_room() if rooms is not None and rooms.rooms_on else None
+        if room is None:
+            self.notice("No other room to switch to: /join ROOM joins one.")
+        elif self.client is not None:
+            self.client.send_request("join", room)
+
+    def _request_words(self) -> List[str]:
+        words = list(STANDARD_REQUESTS)
+        rooms = self.renderer.rooms
+        if rooms is not None and rooms.rooms_on:
+            words += ["join", "leave", "rooms"]
+        if rooms is not None and "private" in rooms.extensions:
+            words.append("pm")
+        return words
+
     def handle_TAB(self) -> None:
         start = self.cursor
         while start > 0 and not self.buffer[start - 1].isspace():
             start -= 1
         prefix = "".join(self.buffer[start : self.cursor])
-        first_word = not "".join(self.buffer[:start]).strip()
-        if first_word:
+        before = "".join(self.buffer[:start]).split()
+        rooms = self.renderer.rooms
+        if not before:
             slash = "/" if prefix.startswith("/") else ""
             prefix = prefix[len(slash) :]
-            candidates = list(STANDARD_REQUESTS)
+            candidates = self._request_words()
+        elif (
+            len(before) == 1
+            and before[0].lstrip("/").lower() in ("join", "leave")
+            and rooms is not None
+        ):
+            slash = ""
+            candidates = rooms.names()
         else:
             slash = ""
             candidates = sorted(self.client.names if self.client is not None else ())

@@ -7,7 +7,11 @@ What the client shows: any server's responses turned into safe text.
   nothing received from the network can control the terminal. A message
   whose content starts with C{/me } is shown as an action (C{* alice
   waves}); entries that match a rule in L{HIGHLIGHT_RULES} (a mention of
-  the user's own name) stand out.
+  the user's own name, a private message to the user) stand out. With the
+  extensions of L{chat.client.rooms}: a line of a room is labelled with it
+  (C{#dev}) while the user is in more than one room, a private message is
+  labelled C{[private]} (C{[private to bob]} for the user's own), and a
+  C{presence} response is one dim line (C{--> alice joined dev}).
 - L{format_json}: a value as one line of JSON, for C{--json}.
 - L{names_from}: the usernames in an answer to C{names}.
 
@@ -18,10 +22,11 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
+from chat.client.rooms import RoomState, presence_line, room_name
 from chat.wire import DecodeError, encode_json
 
 #: The requests of the standard, for completion at the start of a line.
@@ -55,6 +60,12 @@ class Entry:
     @ivar sender: the raw C{sender} value, or None.
     @ivar content: the raw C{content} value.
     @ivar history: whether the entry comes from a C{history} response.
+    @ivar room: the room of a message or history (the C{room} key of the
+        C{rooms} extension, in lower case), or None.
+    @ivar to: the recipient of a private message (the C{to} key of the
+        C{private} extension), or None.
+    @ivar peer: the other user of a private history (its C{with} key, on
+        the history and each of its items), or None.
     """
 
     kind: str
@@ -62,6 +73,9 @@ class Entry:
     sender: Any = None
     content: Any = None
     history: bool = False
+    room: Optional[str] = None
+    to: Optional[str] = None
+    peer: Optional[str] = None
 
 
 def field(obj: dict, key: str) -> Any:
@@ -145,11 +159,13 @@ def interpret(value: Any) -> List[Entry]:
         if content is None:
             return [Entry("odd", content=value)]
         word = "message"
+    room = room_name(field(value, "room"))
     if word != "history":
-        return [Entry(word, timestamp, sender, content)]
+        return [Entry(word, timestamp, sender, content, room=room, to=_user(field(value, "to")))]
+    peer = _user(field(value, "with"))
     items = _history_items(content)
     if not items:
-        return [Entry("history", timestamp, sender, None, history=True)]
+        return [Entry("history", timestamp, sender, None, history=True, room=room, peer=peer)]
     entries = []
     for item in items:
         if isinstance(item, dict):
@@ -158,11 +174,21 @@ def interpret(value: Any) -> List[Entry]:
                     # A history inside a history: nothing left to show.
                     continue
                 entries.append(
-                    Entry(entry.kind, entry.timestamp, entry.sender, entry.content, True)
+                    replace(
+                        entry,
+                        history=True,
+                        room=entry.room or (None if entry.to or peer else room),
+                        peer=peer,
+                    )
                 )
         else:
-            entries.append(Entry("message", None, None, item, history=True))
+            entries.append(Entry("message", None, None, item, history=True, room=room))
     return entries
+
+
+def _user(value: Any) -> Optional[str]:
+    # A username from an extension key (to, with), or None.
+    return value if isinstance(value, str) and USERNAME.fullmatch(value) else None
 
 
 # Output: from entries to safe text
@@ -270,9 +296,22 @@ def mentions_me(entry: Entry, me: str) -> bool:
     return re.search(pattern, entry.content, re.IGNORECASE) is not None
 
 
-#: The rules that make an entry stand out. Private messages (with the
-#: rooms extension) will add one here.
-HIGHLIGHT_RULES: List[HighlightRule] = [mentions_me]
+def private_to_me(entry: Entry, me: str) -> bool:
+    """
+    A private message to the user (the C{private} extension's C{to} key
+    names them), not from the history.
+    """
+    return (
+        entry.kind == "message"
+        and not entry.history
+        and isinstance(entry.to, str)
+        and entry.to.lower() == me.lower()
+        and not (isinstance(entry.sender, str) and entry.sender.lower() == me.lower())
+    )
+
+
+#: The rules that make an entry stand out.
+HIGHLIGHT_RULES: List[HighlightRule] = [mentions_me, private_to_me]
 
 
 # Colours: Select Graphic Rendition parameters.
@@ -301,6 +340,9 @@ class Renderer:
     @param me: returns the user's own name once logged in (else None), for
         L{highlighted}.
     @param rules: the highlight rules (L{HIGHLIGHT_RULES} by default).
+    @param rooms: the session's rooms and extensions: which lines show
+        their room, and whether presence lines are shown (all are when
+        None).
     """
 
     def __init__(
@@ -310,8 +352,10 @@ class Renderer:
         today: Optional[Callable[[], Any]] = None,
         me: Optional[Callable[[], Optional[str]]] = None,
         rules: Optional[Sequence[HighlightRule]] = None,
+        rooms: Optional[RoomState] = None,
     ) -> None:
         self.colour = colour
+        self.rooms = rooms
         self.multiline = multiline
         self._today = today or (lambda: datetime.now().date())
         self._me = me or (lambda: None)
@@ -359,16 +403,53 @@ class Renderer:
             return ["\\n".join(neutralise(line) for line in lines)]
         return [neutralise(line) for line in lines]
 
+    def _labels(self, entry: Entry) -> List[str]:
+        # The room of a line (while the user is in more than one room) and
+        # whether it is private.
+        labels = []
+        if entry.kind not in ("message", "history"):
+            # Replies name their room in their text; the prompt names the
+            # current one.
+            return labels
+        if entry.room is not None and (self.rooms is None or self.rooms.labelled(entry.room)):
+            labels.append(self._paint(f"#{entry.room}", _BOLD, _BLUE))
+        sender = entry.sender.lower() if isinstance(entry.sender, str) else None
+        if entry.to is not None:
+            me = (self._me() or "").lower()
+            text = "[private]" if me == entry.to.lower() != sender else f"[private to {entry.to}]"
+            labels.append(self._paint(text, _BOLD, _GREEN))
+        elif entry.peer is not None and entry.kind == "history":
+            labels.append(self._paint(f"[private with {entry.peer}]", _BOLD, _GREEN))
+        elif entry.peer is not None:
+            # An item of a private history without its own recipient.
+            text = "[private]" if sender == entry.peer.lower() else f"[private to {entry.peer}]"
+            labels.append(self._paint(text, _BOLD, _GREEN))
+        return labels
+
+    def shown(self, entry: Entry) -> bool:
+        """
+        Whether C{entry} is shown at all: presence lines only while the
+        user wants them.
+        """
+        return entry.kind != "presence" or self.rooms is None or self.rooms.presence_shown
+
     def lines(self, entry: Entry) -> List[str]:
         """
-        The lines that show C{entry}.
+        The lines that show C{entry} (none for a presence line the user
+        turned off).
         """
+        if not self.shown(entry):
+            return []
         parts = []
         stamp = self.time(entry.timestamp)
         if stamp:
             parts.append(self._paint(stamp, _DIM))
+        if entry.kind == "presence" and not entry.history:
+            text = neutralise(presence_line(to_text(entry.sender), entry.content, entry.room))
+            return [" ".join(parts + [self._paint(text, _DIM)])]
         if entry.history:
             parts.append(self._paint("[history]", _MAGENTA))
+        parts.extend(self._labels(entry))
         kind = entry.kind
         body = self._body(entry.content)
         action = action_text(entry)
@@ -415,7 +496,7 @@ class Renderer:
         marked = False
         for entry in interpret(value):
             lines.extend(self.lines(entry))
-            marked = marked or self.highlighted(entry)
+            marked = marked or (self.shown(entry) and self.highlighted(entry))
         return lines, marked
 
     def notice(self, text: str) -> str:

@@ -2,7 +2,8 @@
 The scriptable front end: standard input line by line, one output line per
 response.
 
-Each input line is one request (or C{/quit}; C{/clear} does nothing here).
+Each input line is one request (or C{/quit}; C{/presence on|off} shows or
+hides presence lines from then on, silently; C{/clear} does nothing here).
 When the input ends, the client waits until every request it wrote has had
 its answer and the server has then been quiet for C{--wait} seconds, however
 long the answers take to arrive (a history of 100,000 messages is never cut
@@ -19,7 +20,7 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
-from chat.client.commands import local_command
+from chat.client.commands import local_command, presence_setting
 from chat.client.connection import ChatSession, IChatView
 from chat.client.display import Renderer, format_json
 from chat.client.streams import FileFlags, flush_and_close
@@ -138,6 +139,12 @@ class PlainFrontEnd:
         if command == "quit":
             self._done = True
             self.session.quit_when_quiet(self.quiet, self.patience, logout=True)
+        elif command == "presence":
+            setting = presence_setting(line, self.session.rooms.presence_shown)
+            if setting is None:
+                self.error("/presence takes on or off")
+            else:
+                self.session.set_presence(setting)
         elif command is None:
             self.session.send_line(line)
 
