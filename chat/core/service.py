@@ -44,10 +44,10 @@ from chat.wire import DecodeError, Request, format_timestamp
 #: Batches the store may have at once. One: the messages that arrive while
 #: it writes gather into the next batch, which also takes the replies to
 #: the broadcast of this one (see L{ChatService._store_done}). With two, the
-#: few that arrived during a write went as a batch of their own, and in a
-#: closed loop the messages in flight split into ever more, smaller
-#: broadcasts: at 100 recipients, 9 messages a broadcast instead of 16-18,
-#: and 1.5 times the CPU per delivery (bench/README.rst).
+#: few that arrived during a write went as a batch of their own, and the
+#: messages in flight split into smaller broadcasts, each a send to every
+#: recipient (20 in flight to 100 recipients: 9 messages a broadcast
+#: instead of 15-18; bench/README.rst).
 MAX_STORING = 1
 
 #: The most messages one C{history} request pages back at once.
@@ -432,10 +432,11 @@ class ChatService:
             # What gathered while the store worked goes as the next batch,
             # after the reactor has read what arrived during the broadcast
             # just made, so that the replies it prompts join this batch
-            # rather than make one more. This runs from the store's thread
-            # call, before the reactor polls: a call made now with delay 0
-            # would run before the poll, and a call that one makes runs
-            # after it.
+            # rather than make one more. A store on a thread answers in a
+            # thread call, which a reactor's turn runs before its timed
+            # calls (those made meanwhile included) and then polls; a
+            # timed call made by a timed call waits for the next turn, so
+            # two steps put the flush after the poll.
             if self._flush_call is None:
                 self._flush_call = self.clock.callLater(0, self._flush_after_reads)
         elif not self._storing:
