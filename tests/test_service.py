@@ -4,16 +4,20 @@ clock: every rule of PROTOCOL.md sections 2 to 5 that the core owns.
 """
 
 import json
+import os
 
+from twisted.internet import defer, reactor
+from twisted.internet.interfaces import IReadDescriptor
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from chat.core.commands import COMMANDS, help_text
 from chat.core.interfaces import IChatClient
 from chat.core.limits import Limits
 from chat.core.service import MAX_STORING, ChatService
-from chat.storage import LOBBY, MemoryStore, Message
+from chat.storage import LOBBY, MemoryStore, Message, SQLiteStore
 from chat.storage.testing import ControlledStore, FailingStore
 from chat.testing import FakeClient
 from chat.wire import DecodeError, Request
@@ -465,7 +469,7 @@ class HistoryTests(ServiceTestsMixin, TestCase):
         """
         While the store takes its time with a message, the sender's later
         requests wait (in order), other clients are served at once; the
-        store gets at most MAX_STORING batches at once, the messages sent
+        store gets one batch at a time (MAX_STORING), the messages sent
         meanwhile gather into one next batch, and broadcasts come in the
         order the store answers.
         """
@@ -483,13 +487,13 @@ class HistoryTests(ServiceTestsMixin, TestCase):
         self.send(carol, "msg", "third")
         self.send(carol, "msg", "fourth")
         batches = [[m.content for m in op.args[0]] for op in store.pending]
-        self.assertEqual(batches, [["first"], ["second"]])
-        self.assertEqual(MAX_STORING, 2)
+        self.assertEqual(batches, [["first"]])
+        self.assertEqual(MAX_STORING, 1)
         store.release()
         self.clock.advance(0)
         self.assertEqual([r["content"] for r in a.take()], ["first", "alice, bob, carol"])
         batches = [[m.content for m in op.args[0]] for op in store.pending]
-        self.assertEqual(batches, [["second"], ["third", "fourth"]])
+        self.assertEqual(batches, [["second", "third", "fourth"]])
         store.release_all()
         self.clock.advance(0)
         self.assertEqual([r["content"] for r in b.take()], ["first", "second", "third", "fourth"])
@@ -665,3 +669,104 @@ class HistoryTests(ServiceTestsMixin, TestCase):
         self.assertTrue(a.disconnected)
         self.assertTrue(idle.disconnected)
         self.assertEqual(idle.raw, [])
+
+
+@implementer(IReadDescriptor)
+class Pipe:
+    """
+    A pipe the reactor reads: C{poke()} makes it readable, and the reactor
+    calls C{on_read} when it polls, as it would for a client's socket.
+    """
+
+    def __init__(self, on_read):
+        self.on_read = on_read
+        self._read, self._write = os.pipe()
+        reactor.addReader(self)
+
+    def poke(self):
+        os.write(self._write, b"x")
+
+    def fileno(self):
+        return self._read
+
+    def doRead(self):
+        os.read(self._read, 64)
+        self.on_read()
+
+    def connectionLost(self, reason):
+        pass
+
+    def logPrefix(self):
+        return "pipe"
+
+    def close(self):
+        reactor.removeReader(self)
+        os.close(self._read)
+        os.close(self._write)
+
+
+class RepliesToPoke(FakeClient):
+    """
+    A client that pokes a pipe when it is shown a given message, and fires
+    C{done} when it has been shown all the messages it waits for.
+    """
+
+    def __init__(self, pipe, poke_on, wait_for):
+        super().__init__()
+        self.pipe, self.poke_on, self.wait_for = pipe, poke_on, set(wait_for)
+        self.done = defer.Deferred()
+
+    def send(self, event):
+        super().send(event)
+        for m in getattr(event, "messages", ()):
+            if m.content == self.poke_on:
+                self.pipe.poke()
+            self.wait_for.discard(m.content)
+        if not self.wait_for and not self.done.called:
+            self.done.callback(None)
+
+
+class ReactorBatchTests(TestCase):
+    """
+    How messages group into the store's batches on the real reactor, with
+    the SQLite store answering from its thread: the order of a reactor's
+    turn (thread calls, timed calls, then the poll) decides it, which a
+    fake clock does not have.
+    """
+
+    @defer.inlineCallbacks
+    def test_replies_to_a_broadcast_join_the_waiting_batch(self):
+        """
+        A message that arrived while a batch was stored and a reply to that
+        batch's broadcast (read by the reactor just after it) are stored as
+        one batch, not one each.
+        """
+        store = yield SQLiteStore.open(":memory:", reactor)
+        self.addCleanup(store.close)
+        batches = []
+        append = store.append
+
+        def recording_append(messages):
+            batches.append([m.content for m in messages])
+            d = append(messages)
+            if len(batches) == 1:
+                # carol's message arrives while the first batch is stored.
+                carol.receive(Request("msg", "meanwhile"))
+            return d
+
+        store.append = recording_append
+        service = ChatService(store, reactor)
+        # bob answers the first message; the reactor reads his answer from
+        # the pipe in its next poll.
+        pipe = Pipe(lambda: bob.receive(Request("msg", "reply")))
+        self.addCleanup(pipe.close)
+        alice = service.connect(FakeClient())
+        b = RepliesToPoke(pipe, "first", {"first", "meanwhile", "reply"})
+        bob = service.connect(b)
+        carol = service.connect(FakeClient())
+        for session, name in [(alice, "alice"), (bob, "bob"), (carol, "carol")]:
+            session.receive(Request("login", name))
+        alice.receive(Request("msg", "first"))
+        yield b.done.addTimeout(10, reactor)
+        self.assertEqual(batches, [["first"], ["meanwhile", "reply"]])
+        yield service.when_stored()

@@ -565,15 +565,20 @@ class SQLiteTests(TestCase):
         and each still fires with its own ids, in the order asked.
         """
         store = yield self.open()
-        began = []
-        yield store._call(
-            lambda: store._db.set_trace_callback(
-                lambda sql: began.append(sql) if sql.startswith("BEGIN") else None
-            )
-        )
+        transactions = []
+
+        def trace(sql):
+            # A transaction is a BEGIN, or a statement outside one (a
+            # small batch is one INSERT, its own transaction).
+            if sql.startswith("BEGIN") or (
+                sql.startswith("INSERT") and not store._db.in_transaction
+            ):
+                transactions.append(sql)
+
+        yield store._call(lambda: store._db.set_trace_callback(trace))
         batches = [[msg(f"{i}.{j}") for j in range(i % 4 + 1)] for i in range(60)]
         ids = yield defer.gatherResults([store.append(b) for b in batches])
-        self.assertLess(len(began), len(batches) // 2)
+        self.assertLess(len(transactions), len(batches) // 2)
         got = yield store.recent("lobby", 1000)
         by_id = {m.id: m.content for m in got}
         self.assertEqual([[by_id[i] for i in each] for each in ids], [contents(b) for b in batches])
@@ -595,6 +600,31 @@ class SQLiteTests(TestCase):
         got = yield store.recent("lobby", 10000)
         self.assertEqual([m.content for m in got], [m.content for b in batches for m in b])
         self.assertEqual([m.id for m in got], [i for each in ids for i in each])
+
+    @defer.inlineCallbacks
+    def test_batch_failing_midway_stores_none_of_it(self):
+        """
+        A batch whose write fails at a message in its middle stores none of
+        its messages, whether it is written as one statement (a small
+        batch) or as several in a transaction (a large one); the next
+        batch is stored.
+        """
+        store = yield self.open()
+        yield store._call(
+            lambda: store._db.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON messages WHEN NEW.content = 'bad'"
+                " BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+        )
+        for size in (3, 200):
+            batch = [msg(f"{size}.{i}") for i in range(size)]
+            batch[size // 2] = msg("bad")
+            yield self.assertFailure(store.append(batch), StoreError)
+            self.assertEqual((yield store.recent("lobby", 1000)), [])
+        ids = yield store.append([msg("good")])
+        self.assertEqual(
+            [(m.id, m.content) for m in (yield store.recent("lobby", 5))], [(ids[0], "good")]
+        )
 
     @defer.inlineCallbacks
     def test_failed_group_stores_nothing(self):

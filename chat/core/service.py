@@ -69,10 +69,14 @@ from chat.core.stats import Stats
 from chat.storage import LOBBY, IMessageStore, Message, StoredMessage, StoreError
 from chat.wire import DecodeError, Request, format_timestamp
 
-#: Batches the store may have at once: while it writes one, the next is
-#: already queued behind it (a store answers in order, so broadcasts stay in
-#: order), and the reactor need not wait for the thread to come back.
-MAX_STORING = 2
+#: Batches the store may have at once. One: the messages that arrive while
+#: it writes gather into the next batch, which also takes the replies to
+#: the broadcast of this one (see L{ChatService._store_done}). With two, the
+#: few that arrived during a write went as a batch of their own, and the
+#: messages in flight split into smaller broadcasts, each a send to every
+#: recipient (20 in flight to 100 recipients: 9 messages a broadcast
+#: instead of 15-18; bench/README.rst).
+MAX_STORING = 1
 
 #: The most messages one C{history} request pages back at once.
 MAX_PAGE = 500
@@ -707,6 +711,9 @@ class ChatService:
         d.addCallbacks(self._stored, self._not_stored, (batch,), None, (batch,))
         d.addBoth(self._store_done)
 
+    def _flush_after_reads(self) -> None:
+        self._flush_call = self.clock.callLater(0, self.flush)
+
     def _stored(self, ids: List[int], batch: List[_Pending]) -> None:
         # A room's messages of the batch, in order.
         rooms: Dict[str, List[ChatMessage]] = {}
@@ -764,9 +771,15 @@ class ChatService:
         self._storing -= 1
         if self._pending:
             # What gathered while the store worked goes as the next batch,
-            # in the next reactor turn.
+            # after the reactor has read what arrived during the broadcast
+            # just made, so that the replies it prompts join this batch
+            # rather than make one more. A store on a thread answers in a
+            # thread call, which a reactor's turn runs before its timed
+            # calls (those made meanwhile included) and then polls; a
+            # timed call made by a timed call waits for the next turn, so
+            # two steps put the flush after the poll.
             if self._flush_call is None:
-                self._flush_call = self.clock.callLater(0, self.flush)
+                self._flush_call = self.clock.callLater(0, self._flush_after_reads)
         elif not self._storing:
             waiters, self._stored_waiters = self._stored_waiters, []
             for d in waiters:
