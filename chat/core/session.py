@@ -40,7 +40,7 @@ class Session:
         "service", "client", "username", "connected", "rooms", "caps",
         "history_cursors", "departure", "_inbox", "_waiting", "_batch",
         "_joined", "_bucket", "_timer", "_flow", "_reading_paused", "_refused",
-        "_head_delayed",
+        "_head_delayed", "__weakref__",
     )  # fmt: skip
 
     def __init__(self, service: "ChatService", client: IChatClient) -> None:
