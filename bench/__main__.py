@@ -240,7 +240,10 @@ def main(argv=None) -> None:
                     irc=not legacy and n <= 1000,
                 )
     elif args.scenario == "rooms":
-        rooms(args)
+        try:
+            rooms(args)
+        except RuntimeError as e:  # e.g. a server that does not know join
+            raise SystemExit(f"python -m bench rooms: {e}") from None
         print(f"load at the end: {os.getloadavg()[0]:.2f}")
     elif args.scenario == "idle":
         for k in args.k or [1000, 10000, 0]:

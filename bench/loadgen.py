@@ -63,6 +63,9 @@ LOGIN_DONE = {
     "irc": re.compile(rb" 366 "),
     "irc-nojoin": re.compile(rb" (?:376|422) "),
 }
+#: An error answering a request of the login (chat): e.g. a server that
+#: does not know C{join}. (Inside a history item the quotes are escaped.)
+LOGIN_ERROR = b'"response":"error"'
 
 
 def cpu_seconds() -> float:
@@ -138,6 +141,11 @@ class Client(asyncio.Protocol):
             if not self.in_history:
                 buf = self.login_buffer + data
                 match = self.done_marker.search(buf)
+                error = buf.find(LOGIN_ERROR) if not self.irc else -1
+                if error >= 0 and (match is None or error < match.start()):
+                    self.logged_in.set_result(False)
+                    self.transport.abort()
+                    return b""
                 if match is None:
                     self.worker.login_bytes += len(data)
                     self.login_buffer = buf[-32:]

@@ -48,11 +48,14 @@ def _login_fanout(
     Log in C{senders} and C{probes} on worker 0 and the other receivers
     spread over the remaining workers, probes evenly interleaved in the
     server's broadcast order; each joins C{rooms} (separated by spaces) in
-    turn after its login. Returns how many logged in.
+    turn after its login. Returns how many logged in, stopping at the
+    first group of which some did not.
     """
     addrs = sources(16)
     spec = lambda name, role, i: (name, role, addrs[i % len(addrs)], legacy, rooms)  # noqa: E731
     ok = workers.call(0, "connect", specs=[spec(f"s{i}", "send", i) for i in range(senders)])["ok"]
+    if ok < senders:
+        return ok
     receivers = max(0, n - senders - probes)
     rworkers = list(range(1, len(workers.pipes))) or [0]
     chunk = -(-receivers // max(1, probes))
@@ -64,7 +67,10 @@ def _login_fanout(
             names = range(done + j * per, min(done + (j + 1) * per, done + count))
             if names:
                 specs = [spec(f"r{i}", "recv", i) for i in names]
-                ok += workers.call(w, "connect", specs=specs, concurrency=concurrency)["ok"]
+                got = workers.call(w, "connect", specs=specs, concurrency=concurrency)["ok"]
+                ok += got
+                if got < len(specs):
+                    return ok
         done += count
         ok += workers.call(0, "connect", specs=[spec(f"p{p}", "probe", p)])["ok"]
     return ok
@@ -141,7 +147,8 @@ def fanout(
                 workers, n, senders, probes, legacy, _concurrency(kind), rooms=rooms
             )
             if logged < n:
-                raise RuntimeError(f"only {logged} of {n} clients logged in")
+                joined = f" and joined {rooms!r}" if rooms else ""
+                raise RuntimeError(f"only {logged} of {n} clients logged in{joined} ({kind})")
             if mode == "closed":
                 workers.call(0, "closed", window=max(1, window // senders))
             else:
@@ -269,7 +276,9 @@ def many_rooms(
         try:
             logged = _login_rooms(workers, count, size, probes, _concurrency(kind))
             if logged < n:
-                raise RuntimeError(f"only {logged} of {n} clients logged in")
+                raise RuntimeError(
+                    f"only {logged} of {n} clients logged in and joined their rooms ({kind})"
+                )
             workers.call(0, "paced", rate=rate / size)
             out = _measure(server, workers, size, duration)
         finally:

@@ -175,6 +175,29 @@ class LoadgenRoomsTests(TestCase):
         self.assertEqual(rooms, {"lobby": ["dave"], "a": ["carol"], "b": ["alice", "bob"]})
         self.assertEqual(lines, [3, 3, 0, 1])
 
+    def test_an_error_ends_the_login_at_once(self):
+        """
+        A join the server refuses (here an invalid room name) fails that
+        connection's login at once instead of waiting for a history that
+        never comes.
+        """
+        from bench.loadgen import Worker
+
+        async def scenario():
+            _, server, port = await _baseline()
+            worker = Worker(None, "127.0.0.1", port)
+            specs = [("alice", "recv", "127.0.0.1", False, "ok no_such!")]
+            specs.append(("bob", "recv", "127.0.0.1", False, "fine"))
+            result = await worker.connect(specs, concurrency=2, timeout=30)
+            await worker.command("close", {})
+            server.close()
+            await server.wait_closed()
+            return result
+
+        result = asyncio.run(asyncio.wait_for(scenario(), 20))
+        self.assertEqual((result["ok"], result["failed"]), (1, 1))
+        self.assertLess(result["seconds"], 10)
+
     def test_irc_connections_join_their_channels(self):
         """
         An IRC connection sends a JOIN per room and its messages to the
