@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from configparser import ConfigParser
 from typing import Dict, List, Tuple
 
@@ -104,6 +105,57 @@ class OwnServerTests(TestCase):
         client.login("witness")
         client.send("names")
         self.assertEqual(client.read()[0]["content"], "witness")
+
+    def test_everything_passes_while_rooms_are_used(self):
+        """
+        Every check still passes while other users of the same server (with
+        every extension) log in and out, join and leave rooms, chat in them
+        and send each other private messages: what a standard client sees
+        does not change.
+        """
+        server = self.start()
+        stop = threading.Event()
+        rounds: List[int] = []
+        errors: List[BaseException] = []
+
+        def noise() -> None:
+            try:
+                users = [SocketClient(server.port) for _ in range(3)]
+                for i, user in enumerate(users):
+                    user.send("cap", "rooms private presence")
+                    user.send("login", f"noise{i}")
+                    user.send("leave", "lobby")
+                while not stop.is_set():
+                    for i, user in enumerate(users):
+                        user.send("join", f"room{len(rounds) % 4}")
+                        user.send("msg", f"round {len(rounds)}")
+                        user.send("pm", f"noise{(i + 1) % 3} psst")
+                        user.send("leave")
+                    rounds.append(len(rounds))
+                    users[0].read_until(
+                        lambda: (
+                            sum(
+                                str(r["content"]).startswith("Left room")
+                                for r in users[0].responses
+                            )
+                            >= len(rounds)
+                        )
+                    )
+                for user in users:
+                    user.close()
+            except BaseException as e:  # reported by the test
+                errors.append(e)
+
+        thread = threading.Thread(target=noise, daemon=True)
+        thread.start()
+        try:
+            found = not_passed(cli.check_server("127.0.0.1", server.port, TIMEOUT))
+        finally:
+            stop.set()
+            thread.join(PATIENCE)
+        self.assertEqual(errors, [])
+        self.assertGreater(len(rounds), 5, "the others were busy all along")
+        self.assertEqual(found, {})
 
     def test_object_history_warns(self):
         """

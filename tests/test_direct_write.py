@@ -104,12 +104,14 @@ class DirectWriteTests(TestCase):
         witness.makeConnection(self.witness)
         witness.dataReceived(encode_request("login", "witness"))
 
-    def reader(self, capacities, legacy=False):
+    def reader(self, capacities, legacy=False, caps=None):
         protocol = self.factory.buildProtocol(None)
         sock = PartialSocket(capacities)
         transport = SocketConnection(sock, protocol)
         protocol.makeConnection(transport)
         self.readers = getattr(self, "readers", 0) + 1
+        if caps is not None:
+            protocol.dataReceived(encode_request("cap", caps))
         login = encode_request("login", f"bob{self.readers}")
         protocol.dataReceived(login.rstrip(b"\n") if legacy else login)
         for _ in range(5):
@@ -229,6 +231,32 @@ class DirectWriteTests(TestCase):
             self.assertFalse(transport.dataBuffer or transport._tempDataLen)
         self.assertEqual(sock.sends - before, 10)
         self.assertEqual(self.messages(sock), [f"m{i}" for i in range(10)])
+
+    def test_direct_and_partial_sends_with_the_room(self):
+        """
+        A reader granted the rooms extension gets, on the direct path (a
+        socket that takes everything: one send per message) and with
+        partial sends alike, every message once, in order, each with its
+        room (a broadcast's lines with the room, not the standard ones).
+        """
+        for capacities in ([1 << 20], [9, 1, 500, 0, 1 << 20]):
+            protocol, transport, sock = self.reader(capacities, caps="rooms")
+            sock.sent.clear()
+            texts = [f"{i} " + "z" * 80 for i in range(200)]
+            sends = sock.sends
+            for i, text in enumerate(texts):
+                self.sender.dataReceived(encode_request("msg", text))
+                self.clock.advance(0)
+                if i % 2 == 0:
+                    transport.flush_once()
+            transport.drain()
+            if len(capacities) == 1:
+                self.assertEqual(sock.sends - sends, len(texts))
+            else:
+                self.assertGreater(sock.partial_direct, 10)
+            responses = [json.loads(line) for line in bytes(sock.sent).splitlines()]
+            self.assertTrue([r["content"] for r in responses] == texts, "every message, in order")
+            self.assertEqual({r.get("room") for r in responses}, {"lobby"})
 
     def test_paused_transport_queues(self):
         """

@@ -514,6 +514,10 @@ def _flat(text: str) -> str:
 #: A response as the document shows it in a wire example: the connection's
 #: name, "<-", the JSON object, and "⏎" for the newline after it.
 _SHOWN_RESPONSE = re.compile(r"^\s*(?:\S+ )?<- (\{.*?)(?:⏎)?\s*$")
+_SHOWN_REQUEST = re.compile(r"^\s*(\S+) -> (\{.*)$")
+
+#: The keys extensions add to a response (docs/protocol.md, "Extensions: cap").
+EXTENSION_KEYS = {"room", "rooms", "joined", "to", "with", "caps"}
 
 
 def _lines() -> List[str]:
@@ -677,20 +681,35 @@ class ProtocolDocumentTests(TestCase):
     def test_shown_responses_are_standard(self):
         """
         Every server response the document shows in full is one JSON object
-        with exactly the standard's four keys, a string timestamp and one of
-        the four response words.
+        with the standard's four keys first, a string timestamp and one of
+        the four response words; only a client the document shows asking
+        for extensions (cap) gets more: extension keys after the four, and
+        the response word presence.
         """
-        shown = 0
+        shown = extended = 0
+        asked = set()
         for line in _lines():
+            request = _SHOWN_REQUEST.match(line)
+            if request and re.search(r'"request": ?"cap"', request.group(2)):
+                asked.add(request.group(1))
             match = _SHOWN_RESPONSE.match(line)
             if not match:
                 continue
             shown += 1
             response = json.loads(match.group(1))
-            self.assertEqual(list(response), ["timestamp", "sender", "response", "content"], line)
+            keys = list(response)
+            self.assertEqual(keys[:4], ["timestamp", "sender", "response", "content"], line)
             self.assertIsInstance(response["timestamp"], str)
-            self.assertIn(response["response"], ("error", "info", "message", "history"))
+            words = ("error", "info", "message", "history")
+            if line.split()[0] in asked:
+                extended += len(keys) > 4
+                self.assertLessEqual(set(keys[4:]), EXTENSION_KEYS, line)
+                words += ("presence",)
+            else:
+                self.assertEqual(len(keys), 4, line)
+            self.assertIn(response["response"], words, line)
         self.assertGreater(shown, 30)
+        self.assertGreater(extended, 5)
 
     def test_shown_texts_are_the_servers(self):
         """

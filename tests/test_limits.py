@@ -714,6 +714,8 @@ class OptionsTests(TestCase):
             "keepalive-idle": 60,
             "keepalive-interval": 10,
             "keepalive-count": 3,
+            "max-rooms": 10000,
+            "max-rooms-per-user": 50,
         }
         self.assertEqual({k: options[k] for k in expected}, expected)
 
@@ -734,6 +736,8 @@ class OptionsTests(TestCase):
                 "--flood-burst=3",
                 "--max-waiting=9",
                 "--keepalive-idle=5",
+                "--max-rooms=4",
+                "--max-rooms-per-user=2",
             ]
         )
         clock = MemoryReactorClock()
@@ -757,6 +761,9 @@ class OptionsTests(TestCase):
             (0, 3),
         )
         self.assertEqual(server.chat.limits.max_waiting, 9)
+        self.assertEqual(
+            (server.chat.limits.max_rooms, server.chat.limits.max_rooms_per_user), (4, 2)
+        )
         peer = Peer(server.factory)
         peer.protocol.dataReceived(b'{"request":"msg","content":"' + b"x" * 200 + b'"}')
         clock.advance(PACING)  # a legacy client: the close waits its turn

@@ -65,10 +65,13 @@ class MetricsTests(TestCase):
         for i in range(3):
             alice.send("msg", f"m{i}")
         legacy.read_messages(3)
+        self.assertEqual(scrape(self.port)["chat_rooms", ()], 1)
         alice.send("bogus")
         alice.send("history")
-        alice.read_until(lambda: len(alice.of("error")) == 1 and len(alice.of("history")) == 2)
+        alice.send("join", "dev")
+        alice.read_until(lambda: len(alice.of("error")) == 1 and len(alice.of("history")) == 3)
         after = scrape(self.port)
+        self.assertEqual(after["chat_rooms", ()], 2)
         self.assertEqual(after["chat_logins_total", ()], 2)
         self.assertEqual(after["chat_messages_stored_total", ()], 3)
         self.assertEqual(after["chat_deliveries_total", ()], 6)
@@ -77,7 +80,7 @@ class MetricsTests(TestCase):
         self.assertEqual(after["chat_requests_total", (("outcome", "unknown"), ("word", ""))], 1)
         self.assertEqual(after["chat_errors_total", (("kind", "unknown"),)], 1)
         self.assertEqual(after["chat_history_pages_total", ()], 1)
-        self.assertEqual(after["chat_history_windows_total", ()], 2)
+        self.assertEqual(after["chat_history_windows_total", ()], 3)  # two logins, a join
         self.assertEqual(after["chat_users", ()], 2)
         for dialect in ("stream", "legacy"):
             key = ("chat_connections", (("dialect", dialect), ("transport", "tcp")))

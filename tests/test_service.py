@@ -260,7 +260,11 @@ class RulesTests(ServiceTestsMixin, TestCase):
         self.assertEqual(reply["content"], help_text())
         for word in COMMANDS:
             self.assertIn(word, reply["content"])
-        self.assertEqual(set(COMMANDS), {"login", "logout", "msg", "names", "help", "history"})
+        self.assertEqual(
+            set(COMMANDS),
+            {"login", "logout", "msg", "names", "help", "history"}
+            | {"join", "leave", "rooms", "pm", "cap"},
+        )
 
     def test_argumentless_content_ignored(self):
         """

@@ -35,9 +35,10 @@ class Command:
     def usage(self) -> str:
         if not self.argument:
             return self.word
+        arguments = " ".join(f"<{name}>" for name in self.argument.split())
         if self.optional:
-            return f"{self.word} [<{self.argument}>]"
-        return f"{self.word} <{self.argument}>"
+            return f"{self.word} [{arguments}]"
+        return f"{self.word} {arguments}"
 
 
 def _login(session: "Session", content: Any) -> None:
@@ -60,6 +61,26 @@ def _history(session: "Session", content: Any) -> None:
     session.service.page(session, content)
 
 
+def _join(session: "Session", content: Any) -> None:
+    session.service.join(session, content)
+
+
+def _leave(session: "Session", content: Any) -> None:
+    session.service.leave(session, content)
+
+
+def _rooms(session: "Session", content: Any) -> None:
+    session.service.list_rooms(session)
+
+
+def _pm(session: "Session", content: Any) -> None:
+    session.service.private(session, content)
+
+
+def _cap(session: "Session", content: Any) -> None:
+    session.service.capabilities(session, content)
+
+
 def _help(session: "Session", content: Any) -> None:
     session.info(help_text())
 
@@ -69,13 +90,44 @@ COMMANDS: Dict[str, Command] = {
     for c in [
         Command("login", "username", "log in (letters A-Z, a-z and digits only)", False, _login),
         Command("logout", None, "log out and disconnect", True, _logout),
-        Command("msg", "message", "send a message to everyone in the chat", True, _msg),
-        Command("names", None, "list the users logged in", True, _names),
+        Command("msg", "message", "send a message to everyone in your room", True, _msg),
+        Command("names", None, "list the users in your room", True, _names),
         Command("help", None, "show this help", False, _help),
+        Command(
+            "join",
+            "room",
+            "enter a room (made if new) and make it yours; everyone starts in lobby",
+            True,
+            _join,
+        ),
+        Command(
+            "leave",
+            "room",
+            "leave a room (by default your current one)",
+            True,
+            _leave,
+            optional=True,
+        ),
+        Command("rooms", None, "list the rooms and how many are in each", True, _rooms),
+        Command(
+            "pm",
+            "user text",
+            "send a private message; pm <user> alone shows your conversation",
+            True,
+            _pm,
+        ),
+        Command(
+            "cap",
+            "extensions",
+            "ask for extensions: rooms, private, presence (see the protocol docs)",
+            False,
+            _cap,
+            optional=True,
+        ),
         Command(
             "history",
             "count",
-            "show older messages, before the oldest you were shown (extension)",
+            "show older messages of your room, before the oldest you were shown",
             True,
             _history,
             optional=True,

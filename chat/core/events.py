@@ -11,16 +11,29 @@ login. Encodings are computed once, on first use, and kept on the object.
 Catalogue:
 
 - L{Notice}: an C{info} or C{error} text for one client.
-- L{Names}: the users logged in (an C{info} on the wire).
-- L{Broadcast}: one or more chat messages, in order, for everyone.
-- L{HistoryWindow}: stored messages, oldest first: the window a login gets,
-  or a page of older history.
+- L{RoomNotice}: an C{info} answering a room request (C{join}, C{leave},
+  C{rooms}), with what a client that asked for the C{rooms} extension is
+  also told: its current room, and the rooms.
+- L{Names}: the users in a room (an C{info} on the wire).
+- L{Broadcast}: one or more chat messages of one room, in order, for
+  everyone in it.
+- L{Private}: a private message, for its recipient or its sender.
+- L{Presence}: someone arrived in or left a room (only for a client that
+  asked for the C{presence} extension).
+- L{Capabilities}: the extensions granted to a client (the answer to
+  C{cap}); a transport encodes what follows it accordingly.
+- L{HistoryWindow}: stored messages, oldest first: the window a login (or
+  a C{join}) gets, a page of older history, or a private conversation.
+
+Which keys and response words a client gets for each is the transport's
+business (L{chat.transports.encoding}); a client that asked for no
+extension gets exactly the standard's responses.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Mapping, Optional, Sequence, Tuple
 
 from chat.core.rules import SERVER_NAME
 from chat.wire import encode_json, encode_response
@@ -107,35 +120,115 @@ class Notice:
 
 
 @dataclass(frozen=True)
+class RoomNotice:
+    """
+    An C{info} answering C{join}, C{leave} or C{rooms}.
+
+    @ivar content: what it says.
+    @ivar room: the client's current room afterwards, or None if it is in
+        none.
+    @ivar rooms: for C{rooms}: how many are in each room, by name.
+    @ivar joined: for C{rooms}: the client's rooms, in the order it joined.
+    """
+
+    content: str
+    timestamp: str
+    room: Optional[str]
+    rooms: Optional[Mapping[str, int]] = None
+    joined: Optional[Tuple[str, ...]] = None
+
+    def text(self) -> str:
+        return self.content
+
+
+@dataclass(frozen=True)
 class Names:
     """
-    The names of the users logged in, in the order they logged in.
+    The names of the users in a room, in the order they came in.
     """
 
     names: Tuple[str, ...]
     timestamp: str
+    room: Optional[str] = None
 
     def text(self) -> str:
         return ", ".join(self.names)
 
 
+@dataclass(frozen=True)
+class Private:
+    """
+    A private message (stored), for its recipient, or as the echo to its
+    sender (C{echo} true).
+
+    @ivar to: the recipient's name.
+    """
+
+    message: ChatMessage
+    to: str
+    echo: bool
+
+
+@dataclass(frozen=True)
+class Presence:
+    """
+    C{user} arrived in or left C{room}; C{what} is one of L{ARRIVALS} or
+    L{DEPARTURES}.
+    """
+
+    user: str
+    room: str
+    what: str
+    timestamp: str
+
+
+#: Why someone is now in a room: they logged in (to the lobby) or joined it.
+ARRIVALS = ("logged in", "joined")
+
+#: Why someone is no longer in a room: they left it, logged out, their
+#: connection closed, or the server dropped it (flooding, not reading).
+DEPARTURES = ("left", "logged out", "disconnected", "dropped")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """
+    The extensions granted to a client, in answer to its C{cap}.
+    """
+
+    granted: FrozenSet[str]
+    timestamp: str
+
+
 class Broadcast:
     """
-    Chat messages for every recipient, in order: the batch stored in one
-    transaction. One object goes to every recipient, so C{data} (all the
-    messages' lines, for a client that reads a stream) is joined once.
+    Chat messages of one room for everyone in it, in order: the room's part
+    of the batch stored in one transaction. One object goes to every
+    recipient, so C{data} (all the messages' lines, for a client that reads
+    a stream) is joined once, and L{memo} keeps any other form a transport
+    makes of it (the lines with the room's name) for all recipients.
     """
 
-    __slots__ = ("messages", "data")
+    __slots__ = ("messages", "data", "room", "_memo")
 
-    def __init__(self, messages: Sequence[ChatMessage]) -> None:
+    def __init__(self, messages: Sequence[ChatMessage], room: str = "") -> None:
         self.messages = tuple(messages)
+        self.room = room or self.messages[0].room
         # Joined at once: every recipient that reads a stream reads this.
         self.data = (
             self.messages[0].line
             if len(self.messages) == 1
             else b"".join(m.line for m in self.messages)
         )
+        self._memo: Optional[Dict[Any, Any]] = None
+
+    def memo(self, key: Any, make: Callable[[], Any]) -> Any:
+        """
+        C{make()}, made once for this broadcast and kept under C{key}.
+        """
+        if self._memo is None:
+            self._memo = {}
+        return _remembered(self._memo, key, make)
 
 
 class HistoryWindow:
@@ -150,12 +243,21 @@ class HistoryWindow:
     for a legacy client) for all of them too.
     """
 
-    __slots__ = ("messages", "timestamp", "login", "_memo")
+    __slots__ = ("messages", "timestamp", "login", "room", "private_with", "_memo")
 
-    def __init__(self, messages: Sequence[ChatMessage], timestamp: str, login: bool = True) -> None:
+    def __init__(
+        self,
+        messages: Sequence[ChatMessage],
+        timestamp: str,
+        login: bool = True,
+        room: Optional[str] = None,
+        private_with: Optional[str] = None,
+    ) -> None:
         self.messages = tuple(messages)
         self.timestamp = timestamp
         self.login = login
+        self.room = room  # the room whose messages these are
+        self.private_with = private_with  # or the other user of a private conversation
         self._memo: Dict[Any, Any] = {}
 
     def stamped(self, timestamp: str) -> "HistoryWindow":
@@ -166,6 +268,7 @@ class HistoryWindow:
             return self
         other = HistoryWindow.__new__(HistoryWindow)
         other.messages, other.timestamp, other.login = self.messages, timestamp, self.login
+        other.room, other.private_with = self.room, self.private_with
         other._memo = self._memo
         return other
 

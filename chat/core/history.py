@@ -20,13 +20,14 @@ DEFAULT_HISTORY_LIMIT = 500
 
 class Window:
     """
-    The last C{limit} messages, oldest first.
+    The last C{limit} messages of C{room}, oldest first.
     """
 
-    def __init__(self, limit: int = DEFAULT_HISTORY_LIMIT) -> None:
+    def __init__(self, limit: int = DEFAULT_HISTORY_LIMIT, room: Optional[str] = None) -> None:
         if limit < 0:
             raise ValueError(f"history limit must be 0 or more, not {limit}")
         self.limit = limit
+        self.room = room
         self._messages: Deque[ChatMessage] = deque(maxlen=limit)
         self._event: Optional[HistoryWindow] = None
         # The window cut to a budget, per (budget, format), until it changes.
@@ -68,12 +69,14 @@ class Window:
             if trimmed is None:
                 kept = newest_within(list(self._messages), budget, history_format)
                 if len(kept) < len(self._messages):
-                    trimmed = self._trimmed[budget, history_format] = HistoryWindow(kept, timestamp)
+                    trimmed = self._trimmed[budget, history_format] = HistoryWindow(
+                        kept, timestamp, room=self.room
+                    )
             if trimmed is not None:
                 return trimmed.stamped(timestamp)
         event = self._event
         if event is None:
-            event = self._event = HistoryWindow(tuple(self._messages), timestamp)
+            event = self._event = HistoryWindow(tuple(self._messages), timestamp, room=self.room)
         return event.stamped(timestamp)
 
 

@@ -32,6 +32,9 @@ class Limits:
     @ivar max_waiting: requests that may wait in one client's inbox; past it
         a request is refused with an C{error}, and a client that goes on
         sending that many more is disconnected.
+    @ivar max_rooms: rooms that may exist at once (the lobby included); a
+        room exists while someone is in it.
+    @ivar max_rooms_per_user: rooms one user may be in at once.
     """
 
     max_username_length: int = 32
@@ -39,6 +42,8 @@ class Limits:
     flood_rate: float = 0.0
     flood_burst: int = 20
     max_waiting: int = 1000
+    max_rooms: int = 10000
+    max_rooms_per_user: int = 50
 
 
 class TokenBucket:

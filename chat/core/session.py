@@ -1,11 +1,12 @@
 """
-One connected client in the core: its name once logged in, its inbox of
-requests in order, and flood control.
+One connected client in the core: its name once logged in, the rooms it is
+in, the extensions it asked for, its inbox of requests in order, and flood
+control.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, List, Optional, Union
+from typing import TYPE_CHECKING, Dict, FrozenSet, List, Optional, Union
 
 from twisted.internet.interfaces import IDelayedCall
 
@@ -15,6 +16,7 @@ from chat.core.limits import BATCH_SHARE, READ_PAUSE_BACKLOG, TokenBucket
 from chat.wire import DecodeError, Request
 
 if TYPE_CHECKING:
+    from chat.core.rooms import Room
     from chat.core.service import ChatService
 
 
@@ -33,13 +35,20 @@ class Session:
         self.client = client
         self.username: Optional[str] = None
         self.connected = True
-        # The id of the oldest message this client was shown from the
-        # history: where its next page of older history ends.
-        self.history_cursor: Optional[int] = None
+        # The rooms it is in, by name; the last is its current room.
+        self.rooms: Dict[str, "Room"] = {}
+        # The extensions it asked for and was granted (L{chat.core.rules.EXTENSIONS}).
+        self.caps: FrozenSet[str] = frozenset()
+        # Per room, the id of the oldest message this client was shown from
+        # the history: where its next page of older history ends.
+        self.history_cursors: Dict[str, int] = {}
+        # How the connection ended, for those told who comes and goes.
+        self.departure = "disconnected"
         # A list, not a deque: an empty deque takes 760 bytes, per connection,
         # and an inbox is short.
         self._inbox: List[Union[Request, DecodeError]] = []
         self._waiting = False
+        self._batch = False  # waiting for a message of its own to be stored
         self._joined = 0  # messages added to the batch behind the first
         limits = service.limits
         self._bucket: Optional[TokenBucket] = None
@@ -52,6 +61,19 @@ class Session:
         self._reading_paused = False
         self._refused = 0
         self._head_delayed = False  # the first waiting request was counted as delayed
+
+    @property
+    def room(self) -> Optional["Room"]:
+        """
+        Its current room (the one it joined or switched to last), or None.
+        """
+        rooms = self.rooms
+        return rooms[next(reversed(rooms))] if rooms else None
+
+    def make_current(self, room: "Room") -> None:
+        rooms = self.rooms
+        rooms.pop(room.name, None)
+        rooms[room.name] = room
 
     @property
     def backlog(self) -> int:
@@ -80,6 +102,7 @@ class Session:
                     "Disconnecting {user} for flooding", user=self.username or "a client"
                 )
                 self.service.stats.dropped["flooding"] += 1
+                self.departure = "dropped"
                 self.error("Disconnected for flooding", "flooding")
                 self.connected = False
                 inbox.clear()
@@ -94,10 +117,13 @@ class Session:
             self._reading_paused = True
             self._flow.pause_reading()
 
-    def lost(self) -> None:
+    def lost(self, dropped: bool = False) -> None:
         """
-        The connection is gone: log out at once, drop what is left.
+        The connection is gone (C{dropped}: the server cut it): log out at
+        once, drop what is left.
         """
+        if dropped:
+            self.departure = "dropped"
         self.connected = False
         self._inbox.clear()
         if self._timer is not None and self._timer.active():
@@ -105,11 +131,14 @@ class Session:
         self._timer = None
         self.service.forget(self)
 
-    def wait(self) -> None:
+    def wait(self, batch: bool = False) -> None:
         """
-        Hold further requests until L{resume} (a message is being stored).
+        Hold further requests until L{resume}: while a message of this
+        client is being stored (C{batch}: then a valid C{msg} may join its
+        batch), or while the answer to a request is read from the store.
         """
         self._waiting = True
+        self._batch = batch
 
     def resume(self) -> None:
         self._waiting = False
@@ -121,10 +150,13 @@ class Session:
         bucket = self._bucket
         while inbox and self.connected:
             # While a message is being stored, a valid msg right behind it
-            # joins the same batch: it is still broadcast after it.
+            # joins the same batch: it is still broadcast after it. (While
+            # an answer is read from the store, everything waits.)
             joining = self._waiting
             if joining and (
-                self._joined >= BATCH_SHARE or not self.service.joins_batch(self, inbox[0])
+                not self._batch
+                or self._joined >= BATCH_SHARE
+                or not self.service.joins_batch(self, inbox[0])
             ):
                 break
             if bucket is not None and not bucket.take():

@@ -53,7 +53,7 @@ class ChatCollector:
             stats.bytes_delivered,
         )
         yield _counter(
-            "chat_history_windows", "History windows sent at login.", stats.history_windows
+            "chat_history_windows", "History windows sent at login and join.", stats.history_windows
         )
         yield _counter("chat_history_pages", "Pages of older history sent.", stats.history_pages)
         yield _counter(
@@ -104,9 +104,13 @@ class ChatCollector:
         )
         yield GaugeMetricFamily(
             "chat_history_window_messages",
-            "Messages in the history window.",
+            "Messages in the lobby's history window.",
             value=len(chat.window),
         )
+        yield GaugeMetricFamily(
+            "chat_rooms", "Rooms that exist (someone is in them), the lobby included.",
+            value=len(chat.rooms()),
+        )  # fmt: skip
 
 
 @implementer(IMessageStore)

@@ -215,6 +215,21 @@ class Options(usage.Options):
             _positive,
         ],
         [
+            "max-rooms",
+            None,
+            Limits.max_rooms,
+            "Most rooms at once, the lobby included (a room exists while someone "
+            "is in it; its history stays stored).",
+            _positive,
+        ],
+        [
+            "max-rooms-per-user",
+            None,
+            Limits.max_rooms_per_user,
+            "Most rooms one user may be in at once.",
+            _positive,
+        ],
+        [
             "max-request-size",
             None,
             _CONNECTION.max_request_size,

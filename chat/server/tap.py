@@ -294,6 +294,8 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         flood_rate=options["flood-rate"],
         flood_burst=options["flood-burst"],
         max_waiting=options["max-waiting"],
+        max_rooms=options["max-rooms"],
+        max_rooms_per_user=options["max-rooms-per-user"],
     )
 
     def make_chat(store: IMessageStore) -> ChatService:

@@ -13,16 +13,40 @@ clients in the field (PROTOCOL.md, section 5):
   response (L{legacy_batch}), so a legacy client keeps up with a busy chat
   while it gets one response per read.
 
+Extensions (docs/protocol.md, section 7): each function takes the
+extensions the client was granted (C{caps}); with none, every response is
+exactly the standard's (four keys, the four response words), whatever the
+event. With C{rooms}, a room's messages and history and the answers to
+room requests carry the room's name; with C{private}, a private message
+carries its recipient instead of a mark in its text; with C{presence},
+arrivals and departures are C{presence} responses (without it they are not
+sent at all).
+
 Everything here is pure: bytes in, bytes out, no transport.
 """
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
-from chat.core.events import Broadcast, ChatMessage, HistoryWindow, Names, Notice
+from chat.core.events import (
+    Broadcast,
+    Capabilities,
+    ChatMessage,
+    HistoryWindow,
+    Names,
+    Notice,
+    Presence,
+    Private,
+    RoomNotice,
+)
 from chat.core.rules import SERVER_NAME
 from chat.wire import encode_response
+
+Caps = FrozenSet[str]
+
+#: A client that asked for no extension.
+STANDARD: Caps = frozenset()
 
 #: What a legacy response should fit in: the smallest C{recv()} in the field.
 LEGACY_RESPONSE = 1024
@@ -40,45 +64,149 @@ LEGACY_HISTORY_BYTES = 48 * 1024
 SHORTENED = " [\u2026 shortened]"
 
 
-def history_frame(timestamp: str) -> Tuple[bytes, bytes]:
+def history_frame(timestamp: str, extra: Optional[Dict[str, Any]] = None) -> Tuple[bytes, bytes]:
     """
     The bytes before and after the items of a C{history} response.
     """
-    template = encode_response(timestamp, SERVER_NAME, "history", [])
-    cut = template.rindex(b"[]") + 1
+    template = encode_response(timestamp, SERVER_NAME, "history", [], extra)
+    cut = template.index(b'"content":[]') + len(b'"content":[')
     return template[:cut], template[cut:]
 
 
-def info(timestamp: str, text: str) -> bytes:
-    return encode_response(timestamp, SERVER_NAME, "info", text)
+def info(timestamp: str, text: str, extra: Optional[Dict[str, Any]] = None) -> bytes:
+    return encode_response(timestamp, SERVER_NAME, "info", text, extra)
+
+
+# What each extension adds
+
+
+def room_line(message: ChatMessage) -> bytes:
+    """
+    A room's message as a client with the C{rooms} extension gets it: with
+    the room's name (made once per message, for every such recipient).
+    """
+    return message.memo(  # type: ignore[no-any-return]
+        "room-line",
+        lambda: encode_response(
+            message.timestamp, message.sender, "message", message.content, {"room": message.room}
+        ),
+    )
+
+
+def broadcast_lines(event: Broadcast, caps: Caps) -> List[bytes]:
+    """
+    The lines of a broadcast's messages, for a client granted C{caps}.
+    """
+    if "rooms" in caps:
+        return [room_line(m) for m in event.messages]
+    return [m.line for m in event.messages]
+
+
+def broadcast_data(event: Broadcast, caps: Caps) -> bytes:
+    """
+    A broadcast as one stream client granted C{caps} reads it, joined once
+    for all of them.
+    """
+    if "rooms" in caps:
+        return event.memo("room-data", lambda: b"".join(broadcast_lines(event, caps)))  # type: ignore[no-any-return]
+    return event.data
+
+
+def private_message(event: Private, caps: Caps) -> ChatMessage:
+    """
+    A private message as one of its two users gets it: without the
+    C{private} extension, with its text marked private.
+    """
+    message = event.message
+    if "private" in caps:
+        return message
+    mark = f"(private to {event.to}) " if event.echo else "(private) "
+    return message.memo(  # type: ignore[no-any-return]
+        ("private", event.echo),
+        lambda: ChatMessage(
+            message.id, message.room, message.timestamp, message.sender, mark + message.content
+        ),
+    )
+
+
+def private_line(event: Private, caps: Caps) -> bytes:
+    message = private_message(event, caps)
+    if "private" in caps:
+        return encode_response(
+            message.timestamp, message.sender, "message", message.content, {"to": event.to}
+        )
+    return message.line
+
+
+def presence_line(event: Presence) -> bytes:
+    extra = {"room": event.room}
+    return encode_response(event.timestamp, event.user, "presence", event.what, extra)
+
+
+def capabilities_line(event: Capabilities) -> bytes:
+    granted = sorted(event.granted)
+    text = "Extensions on: " + (", ".join(granted) if granted else "none")
+    return info(event.timestamp, text, {"caps": granted})
+
+
+def room_extra(event: Any, caps: Caps) -> Optional[Dict[str, Any]]:
+    """
+    The keys the C{rooms} extension adds to an answer to a room request or
+    C{names}.
+    """
+    if "rooms" not in caps:
+        return None
+    extra: Dict[str, Any] = {"room": event.room}
+    if type(event) is RoomNotice and event.rooms is not None:
+        extra["rooms"] = dict(event.rooms)
+        extra["joined"] = list(event.joined or ())
+    return extra
+
+
+def history_extra(event: HistoryWindow, caps: Caps) -> Optional[Dict[str, Any]]:
+    """
+    The keys extensions add to a C{history} response: its room, or the
+    other user of a private conversation.
+    """
+    if event.room is not None and "rooms" in caps:
+        return {"room": event.room}
+    if event.private_with is not None and "private" in caps:
+        return {"with": event.private_with}
+    return None
 
 
 # Stream
 
 
-def stream(event: object, history_format: str) -> List[bytes]:
+def stream(event: Any, history_format: str, caps: Caps = STANDARD) -> List[bytes]:
     """
     An event for a client that reads a stream, as the bytes to write in
     order (one response per event; a broadcast's messages' shared lines).
     """
     kind = type(event)
     if kind is Broadcast:
-        return [m.line for m in event.messages]  # type: ignore[attr-defined]
+        return broadcast_lines(event, caps)
     if kind is Notice:
-        return [event.encode()]  # type: ignore[attr-defined]
-    if kind is Names:
-        return [info(event.timestamp, event.text())]  # type: ignore[attr-defined]
+        return [event.encode()]
+    if kind is Names or kind is RoomNotice:
+        return [info(event.timestamp, event.text(), room_extra(event, caps))]
     if kind is HistoryWindow:
-        return stream_history(event, history_format)  # type: ignore[arg-type]
+        return stream_history(event, history_format, caps)
+    if kind is Private:
+        return [private_line(event, caps)]
+    if kind is Presence:
+        return [presence_line(event)] if "presence" in caps else []
+    if kind is Capabilities:
+        return [capabilities_line(event)]
     raise TypeError(f"not an event: {event!r}")
 
 
-def stream_history(event: HistoryWindow, history_format: str) -> List[bytes]:
+def stream_history(event: HistoryWindow, history_format: str, caps: Caps = STANDARD) -> List[bytes]:
     """
     A history window for a stream client: one response, as three writes
     (the body is shared by every login that sees the same window).
     """
-    prefix, suffix = history_frame(event.timestamp)
+    prefix, suffix = history_frame(event.timestamp, history_extra(event, caps))
     body = event.body(history_format)
     return [prefix, body, suffix] if body else [prefix + suffix]
 
@@ -119,38 +247,46 @@ def split_text(text: str, fits) -> List[str]:
     return pieces
 
 
-def legacy(event: object, history_format: str) -> List[object]:
+def legacy(event: Any, history_format: str, caps: Caps = STANDARD) -> List[object]:
     """
     An event for a legacy client, as its responses in order, each small
     enough for one read; a broadcast's messages stay messages, for the
-    pacer to send alone or several as one (L{legacy_batch}).
+    pacer to send alone or several as one (L{legacy_batch}), unless the
+    client asked for each to carry its room.
     """
     kind = type(event)
     if kind is Broadcast:
-        return list(event.messages)  # type: ignore[attr-defined]
+        if "rooms" in caps:
+            return [room_line(legacy_sized(m)) for m in event.messages]
+        return list(event.messages)
     if kind is Notice:
-        return legacy_notice(event)  # type: ignore[arg-type]
-    if kind is Names:
-        return legacy_names(event)  # type: ignore[arg-type]
+        return legacy_notice(event.kind, event.text, event.timestamp)
+    if kind is Names or kind is RoomNotice:
+        return legacy_notice("info", event.text(), event.timestamp, room_extra(event, caps))
     if kind is HistoryWindow:
-        return legacy_history(event, history_format)  # type: ignore[arg-type]
-    raise TypeError(f"not an event: {event!r}")
+        return legacy_history(event, history_format, caps)
+    if kind is Private:
+        event = Private(legacy_sized(event.message), event.to, event.echo)
+        if "private" in caps:
+            return [private_line(event, caps)]
+        return [legacy_line(private_message(event, caps))]
+    return stream(event, history_format, caps)
 
 
-def legacy_notice(event: Notice) -> List[bytes]:
-    def fits(text: str) -> bool:
-        return len(encode_response(event.timestamp, SERVER_NAME, event.kind, text)) <= (
-            LEGACY_RESPONSE
-        )
+def legacy_notice(
+    kind: str, text: str, timestamp: str, extra: Optional[Dict[str, Any]] = None
+) -> List[bytes]:
+    """
+    An C{info} or C{error} text as responses that each fit in a legacy read.
+    """
+
+    def fits(piece: str) -> bool:
+        return len(encode_response(timestamp, SERVER_NAME, kind, piece, extra)) <= LEGACY_RESPONSE
 
     return [
-        encode_response(event.timestamp, SERVER_NAME, event.kind, piece)
-        for piece in split_text(event.text, fits)
+        encode_response(timestamp, SERVER_NAME, kind, piece, extra)
+        for piece in split_text(text, fits)
     ]
-
-
-def legacy_names(event: Names) -> List[bytes]:
-    return legacy_notice(Notice("info", event.text(), event.timestamp))
 
 
 def legacy_line(message: ChatMessage) -> bytes:
@@ -161,6 +297,16 @@ def legacy_line(message: ChatMessage) -> bytes:
     if len(message.line) <= LEGACY_MAX_RESPONSE:
         return message.line
     return shortened(message).line
+
+
+def legacy_sized(message: ChatMessage) -> ChatMessage:
+    """
+    C{message}, or its shortened form if its response would not fit in
+    L{LEGACY_MAX_RESPONSE} bytes.
+    """
+    if len(message.line) <= LEGACY_MAX_RESPONSE - 64:  # room for extension keys
+        return message
+    return shortened(message)
 
 
 def shortened(message: ChatMessage) -> ChatMessage:
@@ -201,7 +347,7 @@ def legacy_item(message: ChatMessage, history_format: str) -> bytes:
     return shortened(message).item(history_format)
 
 
-def legacy_history(event: HistoryWindow, history_format: str) -> List[bytes]:
+def legacy_history(event: HistoryWindow, history_format: str, caps: Caps = STANDARD) -> List[bytes]:
     """
     A history window for a legacy client, as C{history} responses of at
     most L{LEGACY_RESPONSE} bytes each (an item too large for one goes
@@ -212,28 +358,32 @@ def legacy_history(event: HistoryWindow, history_format: str) -> List[bytes]:
     packed once per window, for every login that gets it; each login only
     frames them with its timestamp.
     """
+    prefix, suffix = history_frame(event.timestamp, history_extra(event, caps))
+    frame = len(prefix) + len(suffix)  # (timestamps are of fixed width)
     bodies = event.memo(
-        ("legacy", history_format),
-        lambda: pack_bodies([legacy_item(m, history_format) for m in event.messages]),
+        ("legacy", history_format, frame),
+        lambda: pack_bodies([legacy_item(m, history_format) for m in event.messages], frame),
     )
-    prefix, suffix = history_frame(event.timestamp)
     return [prefix + body + suffix for body in bodies]
 
 
-def pack_bodies(items: Sequence[bytes]) -> List[bytes]:
+def pack_bodies(items: Sequence[bytes], frame: Optional[int] = None) -> List[bytes]:
     """
     C{items} in order, joined into as few C{history} lists as fit in
-    L{LEGACY_RESPONSE} bytes each with their frame (timestamps are of
-    fixed width); at least one, empty for no items.
+    L{LEGACY_RESPONSE} bytes each with their frame of C{frame} bytes (by
+    default the standard's; timestamps are of fixed width); at least one,
+    empty for no items.
     """
+    if frame is None:
+        frame = _FRAME_SIZE
     out: List[bytes] = []
     chunk: List[bytes] = []
-    size = _FRAME_SIZE
+    size = frame
     for item in items:
         extra = len(item) + (1 if chunk else 0)
         if chunk and size + extra > LEGACY_RESPONSE:
             out.append(b",".join(chunk))
-            chunk, size = [], _FRAME_SIZE
+            chunk, size = [], frame
             extra = len(item)
         chunk.append(item)
         size += extra

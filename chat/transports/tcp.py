@@ -42,7 +42,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from chat.core.events import Broadcast, ChatMessage, HistoryWindow, Notice
+from chat.core.events import Broadcast, Capabilities, ChatMessage, HistoryWindow, Notice
 from chat.core.interfaces import IChatClient, IFlowControlledClient
 from chat.core.service import ChatService
 from chat.core.session import Session
@@ -138,6 +138,9 @@ class ChatServerProtocol(Protocol, LoginDeadline):
         self._direct = False  # a broadcast may be written straight to the socket
         self._producer: Optional[_SendWindow] = None
         self._limits = ConnectionLimits()
+        self._dropped = False  # the server cut the connection
+        # The extensions the client was granted: how events are encoded.
+        self._caps = encoding.STANDARD
 
     # IChatClient
 
@@ -167,7 +170,7 @@ class ChatServerProtocol(Protocol, LoginDeadline):
             # defaults that fall back to transport.write if they ever
             # change; tests/test_direct_write.py fails if a guard or a byte
             # goes missing.
-            data = event.data
+            data = event.data if not self._caps else encoding.broadcast_data(event, self._caps)
             transport = self.transport
             sent = 0
             if (
@@ -187,11 +190,15 @@ class ChatServerProtocol(Protocol, LoginDeadline):
             return
         if self._ending:
             return
+        if type(event) is Capabilities:
+            self._caps = event.granted  # for this answer and all that follow
         history_format = self.factory.service.history_format
         if self._legacy:
-            entries = encoding.legacy(event, history_format)
+            entries = encoding.legacy(event, history_format, self._caps)
         else:
-            entries = encoding.stream(event, history_format)
+            entries = encoding.stream(event, history_format, self._caps)
+        if not entries:
+            return
         self._enqueue(entries, burst=type(event) is HistoryWindow and event.login)
 
     def _write_now(self, data: bytes) -> None:
@@ -227,8 +234,7 @@ class ChatServerProtocol(Protocol, LoginDeadline):
         """
         rest: List[bytes] = []
         offset = 0
-        for message in event.messages:
-            line = message.line
+        for line in encoding.broadcast_lines(event, self._caps):
             end = offset + len(line)
             if end > sent:
                 rest.append(line if offset >= sent else line[sent - offset :])
@@ -353,6 +359,7 @@ class ChatServerProtocol(Protocol, LoginDeadline):
         return describe_peer(self.transport)
 
     def _drop_slow_consumer(self) -> None:
+        self._dropped = True
         self.factory.service.stats.dropped["not_reading"] += 1
         _log.warn(
             "Dropping {peer}: it is not reading ({size} bytes waiting, limit {limit})",
@@ -489,7 +496,7 @@ class ChatServerProtocol(Protocol, LoginDeadline):
             # both are freed at once, with no cycle for the garbage collector
             # (which an idle server never runs).
             self.session = None
-            session.lost()
+            session.lost(self._dropped)
 
 
 class ChatServerFactory(Factory):

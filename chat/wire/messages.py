@@ -22,7 +22,7 @@ import json
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Mapping, Optional, Union
 
 from chat.wire.framing import DecodeError
 
@@ -111,22 +111,26 @@ def encode_json(value: Any) -> str:
     return _LINE_BREAKS.sub(_escape_line_break, text)
 
 
-def encode_response(timestamp: str, sender: str, response: str, content: Any) -> bytes:
+def encode_response(
+    timestamp: str,
+    sender: str,
+    response: str,
+    content: Any,
+    extra: Optional[Mapping[str, Any]] = None,
+) -> bytes:
     """
-    Encode one response: compact UTF-8 JSON with exactly the four keys of
-    the standard, followed by one newline.
+    Encode one response: compact UTF-8 JSON with the four keys of the
+    standard, in the standard's order, followed by one newline. C{extra}
+    adds the keys of extensions a client asked for after those four (see
+    docs/protocol.md); without it a response has exactly the four keys.
     """
-    return (
-        encode_json(
-            {
-                "timestamp": timestamp,
-                "sender": sender,
-                "response": response,
-                "content": content,
-            }
-        ).encode("utf-8")
-        + b"\n"
-    )
+    value = {"timestamp": timestamp, "sender": sender, "response": response, "content": content}
+    if extra:
+        for key in extra:
+            if key in value:
+                raise ValueError(f"an extension key may not replace {key!r}")
+        value.update(extra)
+    return encode_json(value).encode("utf-8") + b"\n"
 
 
 def encode_request(request: str, content: Any) -> bytes:
