@@ -216,27 +216,14 @@ def _ratios(out: Dict[str, float], a: str, b: str) -> None:
             out[f"{a}/{b} {name}"] = x / y
 
 
-def _login_rooms(workers: Workers, count: int, size: int, probes: int, concurrency: int) -> int:
+def _connect_all(workers: Workers, specs: Dict[int, List], concurrency: int) -> int:
     """
-    C{count} rooms C{r0}, C{r1}, ... of C{size} members each: in each,
-    C{size} - 2 receivers (spread over workers 1 and up, logged in first),
-    then (on worker 0) a probe in each of the first C{probes} rooms (a
-    receiver in the others) and one sender, who joins last. Returns how
-    many logged in.
+    Connect each worker's C{specs} at once, all workers in parallel;
+    returns how many logged in.
     """
-    addrs = sources(32)
-    rworkers = list(range(1, len(workers.pipes))) or [0]
-    specs: Dict[int, List] = {w: [] for w in rworkers}
-    i = 0
-    for k in range(count):
-        for j in range(size - 2):
-            specs[rworkers[i % len(rworkers)]].append(
-                (f"k{k}m{j}", "recv", addrs[i % len(addrs)], False, f"r{k}")
-            )
-            i += 1
     for w, batch in specs.items():
         workers.pipes[w].send(
-            ("connect", {"specs": batch, "concurrency": concurrency, "timeout": 600})
+            ("connect", {"specs": batch, "concurrency": concurrency, "timeout": 300})
         )
     ok = 0
     for w in specs:
@@ -244,14 +231,38 @@ def _login_rooms(workers: Workers, count: int, size: int, probes: int, concurren
         if "error" in result:
             raise RuntimeError(f"worker {w}: {result['error']}")
         ok += result["ok"]
-    last = []
+    return ok
+
+
+def _login_rooms(
+    workers: Workers, count: int, size: int, probes: int, concurrency: int
+) -> Dict[int, int]:
+    """
+    C{count} rooms C{r0}, C{r1}, ... of C{size} members each: first, in
+    each, C{size} - 2 receivers; then a probe in each of the first
+    C{probes} rooms (a receiver in the others) and one sender, who joins
+    last. Room k's probe and sender are on worker k mod the workers, the
+    receivers spread over all. Returns how many logged in and the senders
+    of each worker, by worker (total under key -1).
+    """
+    addrs = sources(32)
+    procs = len(workers.pipes)
+    receivers: Dict[int, List] = {w: [] for w in range(procs)}
+    for i in range(count * (size - 2)):
+        k = i // (size - 2)
+        spec = (f"k{k}m{i % (size - 2)}", "recv", addrs[i % len(addrs)], False, f"r{k}")
+        receivers[i % procs].append(spec)
+    ok = _connect_all(workers, receivers, concurrency)
+    last: Dict[int, List] = {w: [] for w in range(procs)}
+    senders = {w: 0 for w in range(procs)}
     for k in range(count):
         role = "probe" if k < probes else "recv"
-        last.append((f"k{k}p", role, addrs[k % len(addrs)], False, f"r{k}"))
+        last[k % procs].append((f"k{k}p", role, addrs[k % len(addrs)], False, f"r{k}"))
     for k in range(count):
-        last.append((f"k{k}s", "send", addrs[k % len(addrs)], False, f"r{k}"))
-    res = workers.call(0, "connect", specs=last, concurrency=concurrency, timeout=600)
-    return ok + res["ok"]
+        last[k % procs].append((f"k{k}s", "send", addrs[k % len(addrs)], False, f"r{k}"))
+        senders[k % procs] += 1
+    senders[-1] = ok + _connect_all(workers, last, concurrency)
+    return senders
 
 
 def many_rooms(
@@ -267,19 +278,22 @@ def many_rooms(
     """
     C{count} rooms of C{size} members, one sender in each, paced at
     C{rate} deliveries per second in total (C{rate} / C{size} messages a
-    second, spread over the senders in turn); latency from a probe in each
-    of the first C{probes} rooms.
+    second, spread over the senders in turn by each generator process);
+    latency from a probe in each of the first C{probes} rooms.
     """
     n = count * size
     with Server(kind) as server:
         workers = Workers(procs, "127.0.0.1", server.port, _dialect(kind), caps)
         try:
-            logged = _login_rooms(workers, count, size, probes, _concurrency(kind))
+            senders = _login_rooms(workers, count, size, probes, _concurrency(kind))
+            logged = senders.pop(-1)
             if logged < n:
                 raise RuntimeError(
                     f"only {logged} of {n} clients logged in and joined their rooms ({kind})"
                 )
-            workers.call(0, "paced", rate=rate / size)
+            for w, k in senders.items():
+                # This worker's share of the messages: one per its senders.
+                workers.call(w, "paced", rate=rate / size * k / count)
             out = _measure(server, workers, size, duration)
         finally:
             workers.close()
