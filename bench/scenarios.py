@@ -175,37 +175,27 @@ ROOM_FIGURES = (
 )
 
 
-def lobby_and_room(
-    kind: str,
-    n: int,
-    senders: int,
-    mode: str,
-    window: int,
-    rate: float,
-    duration: float,
-    procs: int,
-    caps: str = "",
-) -> Dict[str, float]:
+def lobby_and_room(kind: str, n: int, caps: str = "", **load) -> Dict[str, float]:
     """
     Issue 10's "a room of N members costs what the single chat costs
     today": the fan-out of N clients chatting in the lobby (they join
     nothing: today's path), then, on a fresh server, of N clients who all
     join the room C{r} and chat there (they stay in the lobby too). IRC:
     channel C{#bench}, then C{#bench} and C{#r}, chatting in C{#r}.
+    C{load}: L{fanout}'s senders, mode, window, rate, duration and procs.
     Returns both sets of figures and the ratio room/lobby of CPU per
     delivery and of p99 latency.
     """
     room = "bench r" if kind == "ircd" else "r"
     out: Dict[str, float] = {}
     for variant, rooms in (("lobby", ""), ("room", room)):
-        figures = _room_figures(kind, n, senders, mode, window, rate, duration, procs, rooms, caps)
-        out.update(_prefixed(variant, figures))
+        out.update(_prefixed(variant, _room_figures(kind, n, rooms, caps, **load)))
     _ratios(out, "room", "lobby")
     return out
 
 
-def _room_figures(kind, n, senders, mode, window, rate, duration, procs, rooms, caps):
-    figures = fanout(kind, n, senders, mode, window, rate, duration, procs, rooms=rooms, caps=caps)
+def _room_figures(kind: str, n: int, rooms: str, caps: str, **load) -> Dict[str, float]:
+    figures = fanout(kind, n, rooms=rooms, caps=caps, **load)
     return {key: figures[key] for key in ROOM_FIGURES if key in figures}
 
 
@@ -314,7 +304,18 @@ def rooms_vs_room(
     """
     many, one = f"{count}x{size}", f"1x{count * size}"
     out = _prefixed(many, many_rooms(kind, count, size, rate, duration, procs, caps))
-    figures = _room_figures(kind, count * size, 20, "paced", 0, rate, duration, procs, "r", caps)
+    figures = _room_figures(
+        kind,
+        count * size,
+        "r",
+        caps,
+        senders=20,
+        mode="paced",
+        window=0,
+        rate=rate,
+        duration=duration,
+        procs=procs,
+    )
     out.update(_prefixed(one, figures))
     _ratios(out, many, one)
     return out
