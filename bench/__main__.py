@@ -2,7 +2,7 @@
 Run a benchmark scenario against our server and the asyncio baseline,
 alternating, several times, and print medians, ranges and ratios.
 
-    python -m bench fanout|idle|history|ingest|legacy [options]
+    python -m bench fanout|idle|history|ingest|legacy|rooms [options]
     python -m bench startup|stall|legacy-login|legacy-chat|names|emoji|legacy-history|login-cpu
 
 The second line's scenarios (L{bench.core}) run on the server's default
@@ -20,7 +20,7 @@ import platform
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from bench import core, scenarios, servers
 
@@ -96,7 +96,7 @@ def repeat(
             print(
                 f"  run {i + 1} {kind}: "
                 + ", ".join(f"{k}={v:.4g}" for k, v in r.items())
-                + f"  ({time.monotonic() - t:.0f}s)",
+                + f"  ({time.monotonic() - t:.0f}s, load {os.getloadavg()[0]:.2f})",
                 file=sys.stderr,
                 flush=True,
             )
@@ -107,10 +107,21 @@ def ints(text: str) -> List[int]:
     return [int(x) for x in text.split(",") if x]
 
 
+def layouts(text: str) -> List[Tuple[int, int]]:
+    try:
+        shapes = [tuple(int(x) for x in item.split("x")) for item in text.split(",") if item]
+    except ValueError:
+        shapes = []
+    if not shapes or any(len(s) != 2 or min(s) < 1 for s in shapes):
+        raise argparse.ArgumentTypeError(f"not ROOMSxMEMBERS[,ROOMSxMEMBERS...]: {text!r}")
+    return shapes  # type: ignore[return-value]
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "scenario", choices=["fanout", "idle", "history", "ingest", "legacy", *core.DEFAULTS]
+        "scenario",
+        choices=["fanout", "idle", "history", "ingest", "legacy", "rooms", *core.DEFAULTS],
     )
     parser.add_argument("--runs", type=int, default=None, help="default 3 (see bench/README.rst)")
     parser.add_argument(
@@ -127,9 +138,30 @@ def main(argv=None) -> None:
         help="messages in flight in total (closed loop); default 20, ingest 2000",
     )
     parser.add_argument(
-        "--rate", type=float, default=None, help="deliveries/s (paced); default 50000, legacy 5000"
+        "--rate",
+        type=float,
+        default=None,
+        help="deliveries/s (paced); default 50000, legacy 5000, rooms layouts 20000",
     )
     parser.add_argument("--mode", default="closed,paced")
+    parser.add_argument(
+        "--part",
+        choices=["both", "lobby", "layouts"],
+        default="both",
+        help="rooms: lobby versus a room (--n, --mode), rooms layouts (--layouts), or both",
+    )
+    parser.add_argument(
+        "--layouts",
+        type=layouts,
+        default=None,
+        help="rooms: ROOMSxMEMBERS, comma separated, each compared with one room of "
+        "ROOMS x MEMBERS (default 1000x10,100x10)",
+    )
+    parser.add_argument(
+        "--caps",
+        default="",
+        help="rooms: extensions our server's clients ask for (cap), e.g. rooms; default none",
+    )
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--procs", type=int, default=3, help="load generator processes")
     parser.add_argument("--history", type=ints, default=None, help="history sizes (history)")
@@ -210,6 +242,12 @@ def main(argv=None) -> None:
                     ),
                     irc=not legacy and n <= 1000,
                 )
+    elif args.scenario == "rooms":
+        try:
+            rooms(args)
+        except RuntimeError as e:  # e.g. a server that does not know join
+            raise SystemExit(f"python -m bench rooms: {e}") from None
+        print(f"load at the end: {os.getloadavg()[0]:.2f}")
     elif args.scenario == "idle":
         for k in args.k or [1000, 10000, 0]:
             title = f"idle K={k}" if k else "idle K=fill the server's fd limit"
@@ -236,6 +274,51 @@ def main(argv=None) -> None:
                 kind, args.senders, args.window, args.duration, args.procs
             ),
         )
+
+
+def rooms(args) -> None:
+    """
+    Issue 10's performance item: lobby versus a room at the same N, then
+    many small rooms versus one large one at the same deliveries/s.
+    """
+    caps = lambda kind: args.caps if kind == "chat" else ""  # noqa: E731
+    if args.part in ("both", "lobby"):
+        rate = args.rate or 50000.0
+        for n in args.n or [100, 1000]:
+            for mode in args.mode.split(","):
+                what = f"{args.window} in flight" if mode == "closed" else f"{rate:g}/s"
+                repeat(
+                    f"rooms: lobby vs room r, N={n} S={args.senders} {mode} ({what})",
+                    args.runs,
+                    lambda kind, n=n, mode=mode: scenarios.lobby_and_room(
+                        kind,
+                        n,
+                        caps(kind),
+                        senders=args.senders,
+                        mode=mode,
+                        window=args.window,
+                        rate=rate,
+                        duration=args.duration,
+                        procs=args.procs,
+                    ),
+                    irc=n <= 1000,
+                )
+    if args.part in ("both", "layouts"):
+        # In 1,000 rooms of 10 every delivery is a read of its own for the
+        # generator too: at 50,000/s it needs a core of the two shared ones.
+        rate = args.rate or 20000.0
+        for count, size in args.layouts or [(1000, 10), (100, 10)]:
+            repeat(
+                f"rooms: {count} rooms x {size} vs 1 room x {count * size}, paced {rate:g}/s",
+                args.runs,
+                lambda kind, count=count, size=size: scenarios.rooms_vs_room(
+                    kind, count, size, rate, args.duration, args.procs, caps=caps(kind)
+                ),
+                # ngIRCd's every turn of its loop visits every connection:
+                # with 10,000 it falls behind at 5,000 messages/s (and
+                # registers about 80 clients/s).
+                irc=count * size <= 1000,
+            )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,10 @@ every message is inserted and committed in SQLite (WAL, synchronous=NORMAL,
 one transaction per message) before it is broadcast. No pacing for bare-JSON
 clients, no limits.
 
+Rooms, as small as they come: C{join <room>} makes that room the client's
+only room (each client is in exactly one, C{lobby} at login) and answers
+C{info} then the room's history; C{msg} and C{names} act on it.
+
     python -m bench.baseline_server [--port 0] [--database FILE]
 
 Prints C{listening on PORT} once it accepts connections.
@@ -45,7 +49,9 @@ def response(sender: str, kind: str, content) -> bytes:
 class Chat:
     def __init__(self, database: Optional[str]) -> None:
         self.users: Dict[str, "Client"] = {}
-        self.history: List[str] = []
+        # The members (by lower-case name) and the history of each room.
+        self.rooms: Dict[str, Dict[str, "Client"]] = {"lobby": {}}
+        self.histories: Dict[str, List[str]] = {"lobby": []}
         self.db = None
         if database:
             self.db = sqlite3.connect(database, isolation_level=None)
@@ -55,8 +61,11 @@ class Chat:
                 "CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY,"
                 " timestamp TEXT, sender TEXT, content TEXT)"
             )
-            for ts, sender, content in self.db.execute(
-                "SELECT timestamp, sender, content FROM messages ORDER BY id"
+            columns = [row[1] for row in self.db.execute("PRAGMA table_info(messages)")]
+            if "room" not in columns:  # a database made before rooms
+                self.db.execute("ALTER TABLE messages ADD COLUMN room TEXT DEFAULT 'lobby'")
+            for ts, sender, content, room in self.db.execute(
+                "SELECT timestamp, sender, content, room FROM messages ORDER BY id"
             ):
                 line = {
                     "timestamp": ts,
@@ -64,20 +73,39 @@ class Chat:
                     "response": "message",
                     "content": content,
                 }
-                self.history.append(_dumps(line))
+                self.histories.setdefault(room, []).append(_dumps(line))
 
-    def broadcast(self, sender: str, text: str) -> None:
+    def enter(self, client: "Client", room: str) -> None:
+        """
+        Make C{room} the client's room, leaving the one it was in.
+        """
+        key = client.name.lower()
+        if client.room is not None:
+            members = self.rooms[client.room]
+            members.pop(key, None)
+            if not members and client.room != "lobby":
+                del self.rooms[client.room]
+        client.room = room
+        self.rooms.setdefault(room, {})[key] = client
+        self.histories.setdefault(room, [])
+
+    def leave(self, client: "Client") -> None:
+        self.users.pop(client.name.lower(), None)
+        self.rooms.get(client.room, {}).pop(client.name.lower(), None)
+        client.name = client.room = None
+
+    def broadcast(self, sender: str, room: str, text: str) -> None:
         ts = stamp()
         if self.db is not None:
             self.db.execute(
-                "INSERT INTO messages (timestamp, sender, content) VALUES (?, ?, ?)",
-                (ts, sender, text),
+                "INSERT INTO messages (timestamp, sender, content, room) VALUES (?, ?, ?, ?)",
+                (ts, sender, text, room),
             )
         obj = {"timestamp": ts, "sender": sender, "response": "message", "content": text}
         line = _dumps(obj)
-        self.history.append(line)
+        self.histories[room].append(line)
         data = (line + "\n").encode("utf-8")
-        for client in self.users.values():
+        for client in self.rooms[room].values():
             client.transport.write(data)
 
 
@@ -85,6 +113,7 @@ class Client(asyncio.Protocol):
     def __init__(self, chat: Chat) -> None:
         self.chat = chat
         self.name: Optional[str] = None
+        self.room: Optional[str] = None
         self.buffer = ""
 
     def connection_made(self, transport) -> None:
@@ -92,7 +121,7 @@ class Client(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         if self.name is not None:
-            self.chat.users.pop(self.name.lower(), None)
+            self.chat.leave(self)
 
     def send(self, kind: str, content) -> None:
         self.transport.write(response("server", kind, content))
@@ -121,7 +150,8 @@ class Client(asyncio.Protocol):
             return
         word, content = value["request"].lower(), value.get("content")
         if word == "help":
-            self.send("info", "Requests: login <username>, logout, msg <message>, names, help")
+            words = "login <username>, logout, msg <message>, names, join <room>, help"
+            self.send("info", f"Requests: {words}")
         elif word == "login":
             if self.name is not None:
                 self.send("error", "Already logged in")
@@ -132,20 +162,29 @@ class Client(asyncio.Protocol):
             else:
                 self.name = content
                 self.chat.users[content.lower()] = self
+                self.chat.enter(self, "lobby")
                 self.send("info", "Login successful")
-                self.send("history", self.chat.history)
+                self.send("history", self.chat.histories["lobby"])
         elif self.name is None:
             self.send("error", "Not logged in")
         elif word == "msg":
             if isinstance(content, str) and content.strip():
-                self.chat.broadcast(self.name, content)
+                self.chat.broadcast(self.name, self.room, content)
             else:
                 self.send("error", "Message is empty")
+        elif word == "join":
+            if not isinstance(content, str) or not _USERNAME.fullmatch(content):
+                self.send("error", "Invalid room name")
+            else:
+                room = content.lower()
+                self.chat.enter(self, room)
+                self.send("info", f"Joined {room}")
+                self.send("history", self.chat.histories[room])
         elif word == "names":
-            self.send("info", ", ".join(c.name for c in self.chat.users.values()))
+            members = self.chat.rooms[self.room].values()
+            self.send("info", ", ".join(c.name for c in members))
         elif word == "logout":
-            self.chat.users.pop(self.name.lower(), None)
-            self.name = None
+            self.chat.leave(self)
             self.send("info", "Logged out")
             self.transport.close()
         else:

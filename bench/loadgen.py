@@ -19,6 +19,12 @@ Bare-JSON ("legacy") connections send requests without a newline and count
 how many reads brought more than one response (a C{recv()}-per-message
 client would have crashed on each).
 
+Rooms (issue 10): a connection may join rooms after it logs in (a C{join}
+request each, or an IRC C{JOIN} each); its messages then go to the last
+room it joined, and its login ends with the last room's history (names
+list in IRC). A worker's connections may ask for extensions first
+(C{cap}).
+
 The controller (L{Workers}) starts workers with L{multiprocessing}, sends
 them commands over pipes, and gathers counts, latencies and each worker's
 own CPU time.
@@ -35,6 +41,8 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 LOGIN = b'{"request":"login","content":"%s"}'
+JOIN = b'{"request":"join","content":"%s"}'
+CAP = b'{"request":"cap","content":"%s"}'
 MESSAGE = b'{"request":"msg","content":"T%d %s"}'
 #: Filler so that a message is about as long as a typical chat line.
 FILLER = b"x" * 48
@@ -43,8 +51,10 @@ _STAMP = re.compile(rb'(?:"content":"| :)T(\d+) ')
 # The same load in IRC, to measure a C IRC server (ngIRCd) the same way:
 # recipients are the members of one channel; the sender gets no echo.
 IRC_LOGIN = b"NICK %s\r\nUSER %s 0 * :bench\r\n"
-IRC_JOIN = b"JOIN #bench\r\n"
-IRC_MESSAGE = b"PRIVMSG #bench :T%d %s\r\n"
+IRC_JOIN = b"JOIN #%s\r\n"
+IRC_MESSAGE = b"PRIVMSG #%s :T%d %s\r\n"
+#: The channel of an IRC connection that names no room.
+IRC_CHANNEL = b"bench"
 
 #: What ends a login, by dialect: the history response; the end of the
 #: channel's names list; the end of the welcome (MOTD or its absence).
@@ -53,6 +63,9 @@ LOGIN_DONE = {
     "irc": re.compile(rb" 366 "),
     "irc-nojoin": re.compile(rb" (?:376|422) "),
 }
+#: An error answering a request of the login (chat): e.g. a server that
+#: does not know C{join}. (Inside a history item the quotes are escaped.)
+LOGIN_ERROR = b'"response":"error"'
 
 
 def cpu_seconds() -> float:
@@ -62,17 +75,33 @@ def cpu_seconds() -> float:
 
 class Client(asyncio.Protocol):
     """
-    One connection. C{role} is C{"recv"}, C{"probe"} or C{"send"}.
+    One connection. C{role} is C{"recv"}, C{"probe"} or C{"send"};
+    C{rooms} the rooms it joins after logging in, in order (IRC: the
+    channels; none means C{#bench}).
     """
 
-    def __init__(self, worker: "Worker", name: bytes, role: str, legacy: bool) -> None:
+    def __init__(
+        self, worker: "Worker", name: bytes, role: str, legacy: bool, rooms: Sequence[bytes] = ()
+    ) -> None:
         self.worker = worker
         self.name = name
         self.role = role
         self.legacy = legacy
         self.end = b"" if legacy else b"\n"
         self.irc = worker.dialect != "ktn"
+        if self.irc and not rooms and worker.dialect == "irc":
+            rooms = (IRC_CHANNEL,)
+        elif legacy:
+            # Legacy clients send one request at a time, as those in the
+            # field do: they stay in the lobby.
+            rooms = ()
+        self.rooms = tuple(rooms)
+        self.channel = self.rooms[-1] if self.rooms else IRC_CHANNEL
         self.done_marker = LOGIN_DONE[worker.dialect]
+        # Login ends with the last of these: the login's history and one
+        # per room joined (chat), one names list per channel (IRC), or the
+        # end of the welcome (IRC without channels).
+        self.markers_left = (len(self.rooms) or 1) if self.irc else 1 + len(self.rooms)
         self.transport: Optional[asyncio.Transport] = None
         self.logged_in = asyncio.get_running_loop().create_future()
         self.login_buffer = b""
@@ -89,27 +118,38 @@ class Client(asyncio.Protocol):
     def connection_made(self, transport) -> None:
         self.transport = transport
         if self.worker.dialect == "ktn":
-            transport.write(LOGIN % self.name + self.end)
+            requests = [LOGIN % self.name] + [JOIN % room for room in self.rooms]
+            if self.worker.caps:
+                requests.insert(0, CAP % self.worker.caps)
+            transport.write(b"".join(r + self.end for r in requests))
         else:
-            join = IRC_JOIN if self.worker.dialect == "irc" else b""
-            transport.write(IRC_LOGIN % (self.name, self.name) + join)
+            joins = b"".join(IRC_JOIN % room for room in self.rooms)
+            transport.write(IRC_LOGIN % (self.name, self.name) + joins)
 
     def connection_lost(self, exc) -> None:
         self.worker.lost += 1
         if not self.logged_in.done():
             self.logged_in.set_result(False)
 
-    def data_received(self, data: bytes) -> None:
-        if not self.logged_in.done():
-            # Logging in: find the first history response and its end,
-            # without keeping what may be megabytes of history.
+    def login_data(self, data: bytes) -> bytes:
+        """
+        While logging in: find each history response (names list) and its
+        end, without keeping what may be megabytes of history. Returns what
+        follows the last one, once found.
+        """
+        while True:
             if not self.in_history:
                 buf = self.login_buffer + data
                 match = self.done_marker.search(buf)
+                error = buf.find(LOGIN_ERROR) if not self.irc else -1
+                if error >= 0 and (match is None or error < match.start()):
+                    self.logged_in.set_result(False)
+                    self.transport.abort()
+                    return b""
                 if match is None:
                     self.worker.login_bytes += len(data)
                     self.login_buffer = buf[-32:]
-                    return
+                    return b""
                 at = match.start()
                 self.worker.login_bytes += len(data) - (len(buf) - at)
                 self.in_history = True
@@ -118,10 +158,18 @@ class Client(asyncio.Protocol):
             end = data.find(b"\n")
             if end < 0:
                 self.worker.login_bytes += len(data)
-                return
+                return b""
             self.worker.login_bytes += end + 1
             data = data[end + 1 :]
-            self.logged_in.set_result(True)
+            self.in_history = False
+            self.markers_left -= 1
+            if self.markers_left <= 0:
+                self.logged_in.set_result(True)
+                return data
+
+    def data_received(self, data: bytes) -> None:
+        if not self.logged_in.done():
+            data = self.login_data(data)
             if not data:
                 return
         n = data.count(b"\n")
@@ -163,7 +211,7 @@ class Client(asyncio.Protocol):
             return
         now = time.monotonic_ns()
         if self.irc:
-            self.transport.write(IRC_MESSAGE % (now, FILLER) * k)
+            self.transport.write(IRC_MESSAGE % (self.channel, now, FILLER) * k)
         elif self.legacy:
             for _ in range(k):
                 self.transport.write(MESSAGE % (now, FILLER))
@@ -177,8 +225,9 @@ class Worker:
     The asyncio side of one worker process.
     """
 
-    def __init__(self, conn, host: str, port: int, dialect: str = "ktn") -> None:
+    def __init__(self, conn, host: str, port: int, dialect: str = "ktn", caps: bytes = b"") -> None:
         self.dialect = dialect
+        self.caps = caps
         self.mirror: Optional[Client] = None
         self.irc_senders: List[Client] = []
         self.conn = conn
@@ -196,13 +245,12 @@ class Worker:
     def senders(self) -> List[Client]:
         return [c for c in self.clients if c.role == "send"]
 
-    async def connect(
-        self, specs: Sequence[Tuple[str, str, str, bool]], concurrency: int, timeout: float
-    ):
+    async def connect(self, specs: Sequence[Tuple], concurrency: int, timeout: float):
         """
-        Connect and log in C{specs} (name, role, source address, legacy) in
-        order, at most C{concurrency} at a time; with C{concurrency} 1 the
-        server sees the logins in exactly this order.
+        Connect and log in C{specs} (name, role, source address, legacy and,
+        optionally, the rooms to join, separated by spaces) in order, at
+        most C{concurrency} at a time; with C{concurrency} 1 the server sees
+        the logins in exactly this order.
         """
         loop = asyncio.get_running_loop()
         sem = asyncio.Semaphore(concurrency)
@@ -210,7 +258,7 @@ class Worker:
         start = time.monotonic()
         deadline = start + timeout
 
-        async def one(name: str, role: str, source: str, legacy: bool) -> None:
+        async def one(name: str, role: str, source: str, legacy: bool, rooms: str = "") -> None:
             nonlocal ok, failed
             try:
                 left = deadline - time.monotonic()
@@ -225,7 +273,8 @@ class Worker:
                 await asyncio.wait_for(loop.sock_connect(sock, (self.host, self.port)), left)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 _, client = await loop.create_connection(
-                    lambda: Client(self, name.encode(), role, legacy), sock=sock
+                    lambda: Client(self, name.encode(), role, legacy, rooms.encode().split()),
+                    sock=sock,
                 )
                 self.clients.append(client)
                 if role == "probe" and self.mirror is None:
@@ -318,10 +367,10 @@ class Worker:
         raise ValueError(cmd)
 
 
-def _worker_main(conn, host: str, port: int, dialect: str) -> None:
+def _worker_main(conn, host: str, port: int, dialect: str, caps: bytes) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        worker = Worker(conn, host, port, dialect)
+        worker = Worker(conn, host, port, dialect, caps)
         busy = asyncio.Lock()
 
         async def handle(cmd, args):
@@ -350,15 +399,23 @@ def _worker_main(conn, host: str, port: int, dialect: str) -> None:
 class Workers:
     """
     The controller's handle on a set of worker processes for one server.
+    C{caps}: the extensions each chat connection asks for before it logs
+    in, separated by spaces (none: it sends no C{cap}).
     """
 
-    def __init__(self, count: int, host: str, port: int, dialect: str = "ktn") -> None:
+    def __init__(
+        self, count: int, host: str, port: int, dialect: str = "ktn", caps: str = ""
+    ) -> None:
         ctx = multiprocessing.get_context("fork")
         self.pipes = []
         self.procs = []
         for _ in range(count):
             parent, child = ctx.Pipe()
-            p = ctx.Process(target=_worker_main, args=(child, host, port, dialect), daemon=True)
+            p = ctx.Process(
+                target=_worker_main,
+                args=(child, host, port, dialect, caps.encode()),
+                daemon=True,
+            )
             p.start()
             self.pipes.append(parent)
             self.procs.append(p)

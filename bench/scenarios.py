@@ -36,16 +36,26 @@ def _concurrency(kind: str) -> int:
 
 
 def _login_fanout(
-    workers: Workers, n: int, senders: int, probes: int, legacy: bool, concurrency: int
+    workers: Workers,
+    n: int,
+    senders: int,
+    probes: int,
+    legacy: bool,
+    concurrency: int,
+    rooms: str = "",
 ) -> int:
     """
     Log in C{senders} and C{probes} on worker 0 and the other receivers
     spread over the remaining workers, probes evenly interleaved in the
-    server's broadcast order. Returns how many logged in.
+    server's broadcast order; each joins C{rooms} (separated by spaces) in
+    turn after its login. Returns how many logged in, stopping at the
+    first group of which some did not.
     """
     addrs = sources(16)
-    spec = lambda name, role, i: (name, role, addrs[i % len(addrs)], legacy)  # noqa: E731
+    spec = lambda name, role, i: (name, role, addrs[i % len(addrs)], legacy, rooms)  # noqa: E731
     ok = workers.call(0, "connect", specs=[spec(f"s{i}", "send", i) for i in range(senders)])["ok"]
+    if ok < senders:
+        return ok
     receivers = max(0, n - senders - probes)
     rworkers = list(range(1, len(workers.pipes))) or [0]
     chunk = -(-receivers // max(1, probes))
@@ -57,10 +67,56 @@ def _login_fanout(
             names = range(done + j * per, min(done + (j + 1) * per, done + count))
             if names:
                 specs = [spec(f"r{i}", "recv", i) for i in names]
-                ok += workers.call(w, "connect", specs=specs, concurrency=concurrency)["ok"]
+                got = workers.call(w, "connect", specs=specs, concurrency=concurrency)["ok"]
+                ok += got
+                if got < len(specs):
+                    return ok
         done += count
         ok += workers.call(0, "connect", specs=[spec(f"p{p}", "probe", p)])["ok"]
     return ok
+
+
+def _measure(
+    server: Server, workers: Workers, n: int, duration: float, legacy: bool = False
+) -> Dict[str, float]:
+    """
+    The figures of a load already started on C{workers}: after a second of
+    warm-up, C{duration} seconds of deliveries (lines received), server CPU
+    and probe latencies; C{n} is the recipients of one message.
+    """
+    time.sleep(1.0)  # warm up
+    c0 = workers.all("record", on=True)
+    cpu0 = server.cpu()
+    t0 = time.monotonic()
+    time.sleep(duration)
+    c1 = workers.all("counts")
+    cpu1 = server.cpu()
+    elapsed = time.monotonic() - t0
+    workers.all("stop")
+    time.sleep(0.5)
+    deliveries = _sum(c1, "lines") - _sum(c0, "lines")
+    sent = _sum(c1, "sent") - _sum(c0, "sent")
+    lat = [x for r in c1 for x in r["latencies"]]
+    out = {
+        "deliveries/s": deliveries / elapsed,
+        "messages/s": deliveries / elapsed / n,
+        "deliveries/message": deliveries / sent if sent else float("nan"),
+        "server CPU us/delivery": (cpu1 - cpu0) / deliveries * 1e6 if deliveries else float("nan"),
+        "server CPU cores": (cpu1 - cpu0) / elapsed,
+        "latency p50 ms": _pct(lat, 0.50),
+        "latency p99 ms": _pct(lat, 0.99),
+        "latency samples": len(lat),
+        "loadgen CPU cores": (_sum(c1, "cpu") - _sum(c0, "cpu")) / elapsed,
+    }
+    if legacy:
+        reads = _sum(c1, "reads") - _sum(c0, "reads")
+        multi = _sum(c1, "multi") - _sum(c0, "multi")
+        out["reads with >1 response %"] = 100.0 * multi / reads if reads else float("nan")
+    return out
+
+
+def _dialect(kind: str) -> str:
+    return "irc" if kind == "ircd" else "ktn"
 
 
 def fanout(
@@ -74,48 +130,194 @@ def fanout(
     procs: int,
     legacy: bool = False,
     probes: int = 10,
+    rooms: str = "",
+    caps: str = "",
 ) -> Dict[str, float]:
     """
     One message to N recipients. C{mode} "closed": C{window} messages in
-    flight in total; "paced": C{rate} deliveries per second in total.
+    flight in total; "paced": C{rate} deliveries per second in total. With
+    C{rooms}, every client joins them after its login and chats in the
+    last (IRC: the channels; otherwise C{#bench}); C{caps}: the extensions
+    each chat client asks for.
     """
     with Server(kind) as server:
-        workers = Workers(procs, "127.0.0.1", server.port, "irc" if kind == "ircd" else "ktn")
+        workers = Workers(procs, "127.0.0.1", server.port, _dialect(kind), caps)
         try:
-            logged = _login_fanout(workers, n, senders, probes, legacy, _concurrency(kind))
+            logged = _login_fanout(
+                workers, n, senders, probes, legacy, _concurrency(kind), rooms=rooms
+            )
             if logged < n:
-                raise RuntimeError(f"only {logged} of {n} clients logged in")
+                joined = f" and joined {rooms!r}" if rooms else ""
+                raise RuntimeError(f"only {logged} of {n} clients logged in{joined} ({kind})")
             if mode == "closed":
                 workers.call(0, "closed", window=max(1, window // senders))
             else:
                 workers.call(0, "paced", rate=rate / n)
-            time.sleep(1.0)  # warm up
-            c0 = workers.all("record", on=True)
-            cpu0 = server.cpu()
-            t0 = time.monotonic()
-            time.sleep(duration)
-            c1 = workers.all("counts")
-            cpu1 = server.cpu()
-            elapsed = time.monotonic() - t0
-            workers.all("stop")
-            time.sleep(0.5)
+            out = _measure(server, workers, n, duration, legacy)
         finally:
             workers.close()
-    deliveries = _sum(c1, "lines") - _sum(c0, "lines")
-    lat = [x for r in c1 for x in r["latencies"]]
-    out = {
-        "deliveries/s": deliveries / elapsed,
-        "messages/s": deliveries / elapsed / n,
-        "server CPU us/delivery": (cpu1 - cpu0) / deliveries * 1e6 if deliveries else float("nan"),
-        "server CPU cores": (cpu1 - cpu0) / elapsed,
-        "latency p50 ms": _pct(lat, 0.50),
-        "latency p99 ms": _pct(lat, 0.99),
-        "loadgen CPU cores": (_sum(c1, "cpu") - _sum(c0, "cpu")) / elapsed,
-    }
-    if legacy:
-        reads = _sum(c1, "reads") - _sum(c0, "reads")
-        multi = _sum(c1, "multi") - _sum(c0, "multi")
-        out["reads with >1 response %"] = 100.0 * multi / reads if reads else float("nan")
+    return out
+
+
+def _prefixed(prefix: str, figures: Dict[str, float]) -> Dict[str, float]:
+    return {f"{prefix}: {key}": value for key, value in figures.items()}
+
+
+ROOM_FIGURES = (
+    "server CPU us/delivery",
+    "deliveries/s",
+    "deliveries/message",
+    "latency p50 ms",
+    "latency p99 ms",
+    "latency samples",
+    "server CPU cores",
+    "loadgen CPU cores",
+)
+
+
+def lobby_and_room(kind: str, n: int, caps: str = "", **load) -> Dict[str, float]:
+    """
+    Issue 10's "a room of N members costs what the single chat costs
+    today": the fan-out of N clients chatting in the lobby (they join
+    nothing: today's path), then, on a fresh server, of N clients who all
+    join the room C{r} and chat there (they stay in the lobby too). IRC:
+    channel C{#bench}, then C{#bench} and C{#r}, chatting in C{#r}.
+    C{load}: L{fanout}'s senders, mode, window, rate, duration and procs.
+    Returns both sets of figures and the ratio room/lobby of CPU per
+    delivery and of p99 latency.
+    """
+    room = "bench r" if kind == "ircd" else "r"
+    out: Dict[str, float] = {}
+    for variant, rooms in (("lobby", ""), ("room", room)):
+        out.update(_prefixed(variant, _room_figures(kind, n, rooms, caps, **load)))
+    _ratios(out, "room", "lobby")
+    return out
+
+
+def _room_figures(kind: str, n: int, rooms: str, caps: str, **load) -> Dict[str, float]:
+    figures = fanout(kind, n, rooms=rooms, caps=caps, **load)
+    return {key: figures[key] for key in ROOM_FIGURES if key in figures}
+
+
+def _ratios(out: Dict[str, float], a: str, b: str) -> None:
+    for key, name in (("server CPU us/delivery", "CPU/delivery"), ("latency p99 ms", "p99")):
+        x, y = out.get(f"{a}: {key}"), out.get(f"{b}: {key}")
+        if x is not None and y:
+            out[f"{a}/{b} {name}"] = x / y
+
+
+def _connect_all(workers: Workers, specs: Dict[int, List], concurrency: int) -> int:
+    """
+    Connect each worker's C{specs} at once, all workers in parallel;
+    returns how many logged in.
+    """
+    for w, batch in specs.items():
+        workers.pipes[w].send(
+            ("connect", {"specs": batch, "concurrency": concurrency, "timeout": 300})
+        )
+    ok = 0
+    for w in specs:
+        result = workers.pipes[w].recv()
+        if "error" in result:
+            raise RuntimeError(f"worker {w}: {result['error']}")
+        ok += result["ok"]
+    return ok
+
+
+def _login_rooms(
+    workers: Workers, count: int, size: int, probes: int, concurrency: int
+) -> Dict[int, int]:
+    """
+    C{count} rooms C{r0}, C{r1}, ... of C{size} members each: first, in
+    each, C{size} - 2 receivers; then a probe in each of the first
+    C{probes} rooms (a receiver in the others) and one sender, who joins
+    last. Room k's probe and sender are on worker k mod the workers, the
+    receivers spread over all. Returns how many logged in and the senders
+    of each worker, by worker (total under key -1).
+    """
+    addrs = sources(32)
+    procs = len(workers.pipes)
+    receivers: Dict[int, List] = {w: [] for w in range(procs)}
+    for i in range(count * (size - 2)):
+        k = i // (size - 2)
+        spec = (f"k{k}m{i % (size - 2)}", "recv", addrs[i % len(addrs)], False, f"r{k}")
+        receivers[i % procs].append(spec)
+    ok = _connect_all(workers, receivers, concurrency)
+    last: Dict[int, List] = {w: [] for w in range(procs)}
+    senders = {w: 0 for w in range(procs)}
+    for k in range(count):
+        role = "probe" if k < probes else "recv"
+        last[k % procs].append((f"k{k}p", role, addrs[k % len(addrs)], False, f"r{k}"))
+    for k in range(count):
+        last[k % procs].append((f"k{k}s", "send", addrs[k % len(addrs)], False, f"r{k}"))
+        senders[k % procs] += 1
+    senders[-1] = ok + _connect_all(workers, last, concurrency)
+    return senders
+
+
+def many_rooms(
+    kind: str,
+    count: int,
+    size: int,
+    rate: float,
+    duration: float,
+    procs: int,
+    caps: str = "",
+    probes: int = 100,
+) -> Dict[str, float]:
+    """
+    C{count} rooms of C{size} members, one sender in each, paced at
+    C{rate} deliveries per second in total (C{rate} / C{size} messages a
+    second, spread over the senders in turn by each generator process);
+    latency from a probe in each of the first C{probes} rooms.
+    """
+    n = count * size
+    with Server(kind) as server:
+        workers = Workers(procs, "127.0.0.1", server.port, _dialect(kind), caps)
+        try:
+            senders = _login_rooms(workers, count, size, probes, _concurrency(kind))
+            logged = senders.pop(-1)
+            if logged < n:
+                raise RuntimeError(
+                    f"only {logged} of {n} clients logged in and joined their rooms ({kind})"
+                )
+            for w, k in senders.items():
+                # This worker's share of the messages: one per its senders.
+                workers.call(w, "paced", rate=rate / size * k / count)
+            out = _measure(server, workers, size, duration)
+        finally:
+            workers.close()
+    return {key: out[key] for key in ROOM_FIGURES if key in out}
+
+
+def rooms_vs_room(
+    kind: str, count: int, size: int, rate: float, duration: float, procs: int, caps: str = ""
+) -> Dict[str, float]:
+    """
+    Issue 10's "1,000 rooms of 10 do not cost more per delivery than one
+    room of 10,000": C{count} rooms of C{size} (L{many_rooms}), then, on a
+    fresh server, one room C{r} of C{count} x C{size} members (the fan-out
+    of clients who all joined it, 20 senders and 10 probes interleaved in
+    the broadcast order), both paced at C{rate} deliveries per second.
+    Returns both sets of figures and the ratios many/one of CPU per
+    delivery and of p99 latency.
+    """
+    many, one = f"{count}x{size}", f"1x{count * size}"
+    out = _prefixed(many, many_rooms(kind, count, size, rate, duration, procs, caps))
+    figures = _room_figures(
+        kind,
+        count * size,
+        "r",
+        caps,
+        senders=20,
+        mode="paced",
+        window=0,
+        rate=rate,
+        duration=duration,
+        procs=procs,
+    )
+    out.update(_prefixed(one, figures))
+    _ratios(out, many, one)
     return out
 
 

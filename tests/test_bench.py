@@ -48,6 +48,198 @@ class BaselineServerTests(TestCase):
         self.assertEqual([(g["sender"], g["content"]) for g in got], [("alice", "hi")] * 2)
 
 
+async def _baseline():
+    """
+    An in-process baseline server on a free port: (chat, server, port).
+    """
+    chat = baseline_server.Chat(None)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: baseline_server.Client(chat), "127.0.0.1", 0)
+    return chat, server, server.sockets[0].getsockname()[1]
+
+
+async def _until(condition, timeout=10.0):
+    """
+    Wait until C{condition()} holds, or fail after C{timeout} seconds.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+class BaselineRoomsTests(TestCase):
+    def test_join_moves_the_client_and_messages_stay_in_the_room(self):
+        """
+        join answers info then the room's history, moves the client out of
+        the lobby, and a message goes to the sender's room only.
+        """
+
+        async def scenario():
+            chat, server, port = await _baseline()
+            conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+            for (r, w), name in zip(conns, ("alice", "bob", "carol")):
+                w.write(b'{"request": "login", "content": "%s"}\n' % name.encode())
+                [await r.readline() for _ in range(2)]
+            for _, w in conns[:2]:
+                w.write(b'{"request": "join", "content": "Dev"}\n')
+            joined = [[json.loads(await r.readline()) for _ in range(2)] for r, _ in conns[:2]]
+            conns[0][1].write(b'{"request": "msg", "content": "in dev"}\n')
+            conns[2][1].write(b'{"request": "msg", "content": "in lobby"}\n')
+            got = [json.loads(await r.readline())["content"] for r, _ in conns]
+            rooms = {room: sorted(members) for room, members in chat.rooms.items()}
+            for _, w in conns:
+                w.close()
+            server.close()
+            await server.wait_closed()
+            return joined, got, rooms
+
+        joined, got, rooms = asyncio.run(asyncio.wait_for(scenario(), 10))
+        self.assertEqual(
+            [(j[0]["content"], j[1]["response"], j[1]["content"]) for j in joined],
+            [("Joined dev", "history", [])] * 2,
+        )
+        self.assertEqual(got, ["in dev", "in dev", "in lobby"])
+        self.assertEqual(rooms, {"lobby": ["carol"], "dev": ["alice", "bob"]})
+
+    def test_rooms_survive_a_restart_from_the_database(self):
+        """
+        With a database, each room's history is read back at start-up, also
+        from a database made before the room column existed.
+        """
+        import os
+        import sqlite3
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "db")
+            old = sqlite3.connect(path)
+            old.execute(
+                "CREATE TABLE messages (id INTEGER PRIMARY KEY, timestamp TEXT,"
+                " sender TEXT, content TEXT)"
+            )
+            old.execute("INSERT INTO messages VALUES (1, 't', 'alice', 'old')")
+            old.commit()
+            old.close()
+            chat = baseline_server.Chat(path)
+            chat.rooms["dev"] = {}
+            chat.histories["dev"] = []
+            chat.broadcast("bob", "dev", "new")
+            chat.db.close()
+            again = baseline_server.Chat(path)
+            again.db.close()
+        contents = {
+            room: [json.loads(item)["content"] for item in items]
+            for room, items in again.histories.items()
+        }
+        self.assertEqual(contents, {"lobby": ["old"], "dev": ["new"]})
+
+
+class LoadgenRoomsTests(TestCase):
+    def test_connections_join_their_rooms_and_chat_there(self):
+        """
+        A connection given rooms logs in, joins each, counts as logged in
+        only after the last room's history, and its messages reach that
+        room's members and no one else.
+        """
+        from bench.loadgen import Worker
+
+        async def scenario():
+            chat, server, port = await _baseline()
+            worker = Worker(None, "127.0.0.1", port)
+            specs = [
+                ("alice", "send", "127.0.0.1", False, "a b"),
+                ("bob", "recv", "127.0.0.1", False, "b"),
+                ("carol", "recv", "127.0.0.1", False, "a"),
+                ("dave", "recv", "127.0.0.1", False),
+            ]
+            result = await worker.connect(specs, concurrency=4, timeout=10)
+            rooms = {room: sorted(members) for room, members in chat.rooms.items()}
+            named = {c.name: c for c in worker.clients}
+            alice, bob, carol, dave = (named[n] for n in (b"alice", b"bob", b"carol", b"dave"))
+            alice.send(3)
+            await _until(lambda: bob.lines == 3 and alice.lines == 3)
+            # A message in the lobby, to show that carol and dave still read.
+            dave.transport.write(b'{"request":"msg","content":"x"}\n')
+            await _until(lambda: dave.lines == 1)
+            await worker.command("close", {})
+            server.close()
+            await server.wait_closed()
+            return result["ok"], rooms, [c.lines for c in (alice, bob, carol, dave)]
+
+        ok, rooms, lines = asyncio.run(asyncio.wait_for(scenario(), 20))
+        self.assertEqual(ok, 4)
+        # The baseline keeps one room per client: its last join.
+        self.assertEqual(rooms, {"lobby": ["dave"], "a": ["carol"], "b": ["alice", "bob"]})
+        self.assertEqual(lines, [3, 3, 0, 1])
+
+    def test_an_error_ends_the_login_at_once(self):
+        """
+        A join the server refuses (here an invalid room name) fails that
+        connection's login at once instead of waiting for a history that
+        never comes.
+        """
+        from bench.loadgen import Worker
+
+        async def scenario():
+            _, server, port = await _baseline()
+            worker = Worker(None, "127.0.0.1", port)
+            specs = [("alice", "recv", "127.0.0.1", False, "ok no_such!")]
+            specs.append(("bob", "recv", "127.0.0.1", False, "fine"))
+            result = await worker.connect(specs, concurrency=2, timeout=30)
+            await worker.command("close", {})
+            server.close()
+            await server.wait_closed()
+            return result
+
+        result = asyncio.run(asyncio.wait_for(scenario(), 20))
+        self.assertEqual((result["ok"], result["failed"]), (1, 1))
+        self.assertLess(result["seconds"], 10)
+
+    def test_irc_connections_join_their_channels(self):
+        """
+        An IRC connection sends a JOIN per room and its messages to the
+        last; with no room it joins and talks in #bench.
+        """
+        from bench.loadgen import Client, Worker
+
+        class Transport:
+            def __init__(self):
+                self.data = b""
+
+            def write(self, data):
+                self.data += data
+
+            def is_closing(self):
+                return False
+
+        async def scenario():
+            worker = Worker(None, "127.0.0.1", 0, "irc")
+            clients = [Client(worker, b"s1", "send", False, [b"lobby", b"r7"])]
+            clients.append(Client(worker, b"s2", "send", False))
+            logins = []
+            for client in clients:
+                client.connection_made(Transport())
+                logins.append(client.transport.data)
+                client.transport.data = b""
+                client.send(1)
+            return clients, logins
+
+        (with_rooms, plain), logins = asyncio.run(scenario())
+        self.assertEqual(
+            logins,
+            [
+                b"NICK s1\r\nUSER s1 0 * :bench\r\nJOIN #lobby\r\nJOIN #r7\r\n",
+                b"NICK s2\r\nUSER s2 0 * :bench\r\nJOIN #bench\r\n",
+            ],
+        )
+        self.assertEqual((with_rooms.markers_left, plain.markers_left), (2, 1))
+        self.assertRegex(with_rooms.transport.data, rb"^PRIVMSG #r7 :T\d+ x+\r\n$")
+        self.assertRegex(plain.transport.data, rb"^PRIVMSG #bench :T\d+ x+\r\n$")
+
+
 class LoadgenParsingTests(TestCase):
     def test_stamp_found_in_both_dialects(self):
         """
@@ -64,7 +256,7 @@ class LoadgenParsingTests(TestCase):
             },
             separators=(",", ":"),
         ).encode()
-        irc = b":s1!~s1@127.0.0.1 " + IRC_MESSAGE % (678, FILLER)
+        irc = b":s1!~s1@127.0.0.1 " + IRC_MESSAGE % (b"bench", 678, FILLER)
         self.assertEqual(_STAMP.findall(line + b"\n" + irc), [b"12345", b"678"])
 
     def test_login_markers(self):
