@@ -46,7 +46,12 @@ CAP = b'{"request":"cap","content":"%s"}'
 MESSAGE = b'{"request":"msg","content":"T%d %s"}'
 #: Filler so that a message is about as long as a typical chat line.
 FILLER = b"x" * 48
-_STAMP = re.compile(rb'(?:"content":"| :)T(\d+) ')
+# (also inside a history item, a JSON string: a legacy client gets messages
+# that wait together as one history response)
+_STAMP = re.compile(rb'(?:"content":"|\\"content\\":\\"| :)T(\d+) ')
+
+# A chat message, as a response or as a history item.
+_MESSAGE_RESPONSE = (b'"response":"message"', b'\\"response\\":\\"message\\"')
 
 # The same load in IRC, to measure a C IRC server (ngIRCd) the same way:
 # recipients are the members of one channel; the sender gets no echo.
@@ -111,6 +116,8 @@ class Client(asyncio.Protocol):
         self.reads = 0
         self.tail = b""
         self.own = b":" + name + b"!" if self.irc else b'"sender":"' + name + b'","'
+        # The same inside a history item, where a legacy client gets it.
+        self.own_item = b'\\"sender\\":\\"' + name + b'\\",\\"'
         self.returned = 0
         self.sent = 0
         self.paced_due = 0
@@ -173,19 +180,26 @@ class Client(asyncio.Protocol):
             if not data:
                 return
         n = data.count(b"\n")
-        self.lines += n
         if self.legacy:
+            # Messages that wait together come as one history response:
+            # count messages, in whole responses, not lines.
             self.reads += 1
             if n > 1:
                 self.multi += 1
-        if self.role == "recv":
-            return
+        else:
+            self.lines += n
+            if self.role == "recv":
+                return
         buf = self.tail + data
         cut = buf.rfind(b"\n") + 1
         self.tail = buf[cut:]
         if not cut:
             return
         whole = buf[:cut]
+        if self.legacy:
+            self.lines += sum(map(whole.count, _MESSAGE_RESPONSE))
+            if self.role == "recv":
+                return
         if self.role == "probe":
             if self.worker.recording:
                 now = time.monotonic_ns()
@@ -201,6 +215,8 @@ class Client(asyncio.Protocol):
                             sender.send(k)
         else:
             k = whole.count(self.own)
+            if self.legacy:
+                k += whole.count(self.own_item)
             if k:
                 self.returned += k
                 if self.worker.mode == "closed":

@@ -259,6 +259,58 @@ class LoadgenParsingTests(TestCase):
         irc = b":s1!~s1@127.0.0.1 " + IRC_MESSAGE % (b"bench", 678, FILLER)
         self.assertEqual(_STAMP.findall(line + b"\n" + irc), [b"12345", b"678"])
 
+    def test_legacy_counts_messages_in_history_responses(self):
+        """
+        A legacy (bare-JSON) connection, which gets messages that wait
+        together as one history response, counts each message in it as a
+        delivery, its own among them as returned (so the closed loop goes
+        on), and finds their send times; a response cut between reads is
+        counted once, when whole.
+        """
+        from bench.loadgen import Client, Worker
+
+        class Transport:
+            def __init__(self):
+                self.data = b""
+
+            def write(self, data):
+                self.data += data
+
+            def is_closing(self):
+                return False
+
+        def response(sender, stamp):
+            return json.dumps(
+                {"timestamp": "t", "sender": sender, "response": "message",
+                 "content": f"T{stamp} xx"},
+                separators=(",", ":"),
+            )  # fmt: skip
+
+        items = [response("s1", 11), response("s2", 22), response("s1", 33)]
+        history = json.dumps(
+            {"timestamp": "t", "sender": "server", "response": "history", "content": items},
+            separators=(",", ":"),
+        ).encode()
+        single = response("s1", 44).encode()
+
+        async def scenario():
+            worker = Worker(None, "127.0.0.1", 0)
+            worker.mode = "closed"
+            sender = Client(worker, b"s1", "send", True)
+            sender.connection_made(Transport())
+            sender.logged_in.set_result(True)
+            sender.transport.data = b""
+            data = history + b"\n" + single + b"\n"
+            sender.data_received(data[:50])
+            sender.data_received(data[50:])
+            return sender
+
+        sender = asyncio.run(scenario())
+        self.assertEqual(sender.lines, 4)
+        self.assertEqual(sender.returned, 3)
+        self.assertEqual(sender.transport.data.count(b'"request":"msg"'), 3)
+        self.assertEqual(_STAMP.findall(history), [b"11", b"22", b"33"])
+
     def test_login_markers(self):
         """
         A login ends at the history response (chat) or at the end of the
