@@ -137,6 +137,22 @@ class BaselineRoomsTests(TestCase):
         self.assertEqual(contents, {"lobby": ["old"], "dev": ["new"]})
 
 
+class Transport:
+    """
+    What a load generator connection writes, recorded (an asyncio transport's
+    part it uses).
+    """
+
+    def __init__(self):
+        self.data = b""
+
+    def write(self, data):
+        self.data += data
+
+    def is_closing(self):
+        return False
+
+
 class LoadgenRoomsTests(TestCase):
     def test_connections_join_their_rooms_and_chat_there(self):
         """
@@ -205,16 +221,6 @@ class LoadgenRoomsTests(TestCase):
         """
         from bench.loadgen import Client, Worker
 
-        class Transport:
-            def __init__(self):
-                self.data = b""
-
-            def write(self, data):
-                self.data += data
-
-            def is_closing(self):
-                return False
-
         async def scenario():
             worker = Worker(None, "127.0.0.1", 0, "irc")
             clients = [Client(worker, b"s1", "send", False, [b"lobby", b"r7"])]
@@ -268,16 +274,6 @@ class LoadgenParsingTests(TestCase):
         counted once, when whole.
         """
         from bench.loadgen import Client, Worker
-
-        class Transport:
-            def __init__(self):
-                self.data = b""
-
-            def write(self, data):
-                self.data += data
-
-            def is_closing(self):
-                return False
 
         def response(sender, stamp):
             return json.dumps(
