@@ -209,11 +209,10 @@ class Broadcast:
     makes of it (the lines with the room's name) for all recipients.
     """
 
-    __slots__ = ("messages", "data", "room", "_memo")
+    __slots__ = ("messages", "data", "_memo")
 
-    def __init__(self, messages: Sequence[ChatMessage], room: str = "") -> None:
+    def __init__(self, messages: Sequence[ChatMessage]) -> None:
         self.messages = tuple(messages)
-        self.room = room or self.messages[0].room
         # Joined at once: every recipient that reads a stream reads this.
         self.data = (
             self.messages[0].line

@@ -365,10 +365,8 @@ class ChatService:
         room.remove(session)
         del session.rooms[room.name]
         session.history_cursors.pop(room.name, None)
-        if room.empty and room is not self.lobby:
-            del self._rooms[room.name]  # its history stays in the store
-        else:
-            self._tell_presence(session, room, why)
+        self._tell_presence(session, room, why)
+        self._drop_if_empty(room)
 
     def _tell_presence(self, session: Session, room: Room, why: str) -> None:
         watchers = room.watchers()
@@ -439,7 +437,7 @@ class ChatService:
             room.joining = [session]
             session.wait()
             d = self._read_window(room)  # (a store may answer at once)
-            d.addCallbacks(self._window_read, self._window_not_read, (room,), None, (room,))
+            d.addBoth(self._window_read, room)
         elif room.joining is not None:
             room.joining.append(session)
             session.wait()
@@ -451,27 +449,31 @@ class ChatService:
         session.send(RoomNotice(f"Joined {room.name}", self.now(), room.name))
         self._send_window(session, room)
 
-    def _window_read(self, count: int, room: Room) -> None:
+    def _window_read(self, result: Union[int, Failure], room: Room) -> None:
+        """
+        A new room's window was read (or could not be): let in those who
+        waited for it (or tell them why not), and let them go on.
+        """
         joining, room.joining = room.joining or [], None
+        if isinstance(result, Failure):
+            self._store_failed(result, f"read the history of {room.name}")
         for session in joining:
-            if session.connected and session.username is not None:
+            if isinstance(result, Failure):
+                session.error(
+                    f"The server could not read the history of {room.name}; try again later",
+                    "store",
+                )
+            elif session.connected and session.username is not None:
                 self._come_in(session, room)
         self._drop_if_empty(room)
         for session in joining:
             session.resume()
 
-    def _window_not_read(self, failure: Failure, room: Room) -> None:
-        self._store_failed(failure, f"read the history of {room.name}")
-        joining, room.joining = room.joining or [], None
-        for session in joining:
-            session.error(
-                f"The server could not read the history of {room.name}; try again later", "store"
-            )
-        self._drop_if_empty(room)
-        for session in joining:
-            session.resume()
-
     def _drop_if_empty(self, room: Room) -> None:
+        """
+        Forget a room nobody is in or on the way into (its history stays in
+        the store); never the lobby.
+        """
         if room.empty and room is not self.lobby and self._rooms.get(room.name) is room:
             del self._rooms[room.name]
 
@@ -736,7 +738,7 @@ class ChatService:
                 # One event for every recipient and for the room's part of
                 # the batch: the cost per recipient is paid once per batch,
                 # not once per message.
-                self._broadcast(room, Broadcast(messages, name))
+                self._broadcast(room, Broadcast(messages))
         for session, message, to in private:
             self._deliver_private(session, message, to)
         _resume_senders(batch)
