@@ -9,7 +9,7 @@ import json
 import os
 import re
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -21,6 +21,7 @@ from chat.storage import MemoryStore
 from chat.testing import FakeClient
 from chat.transports.tcp import ChatServerFactory, ConnectionLimits
 from chat.wire import DecodeError, Request, StreamDecoder, encode_json, parse_request
+from tests.test_docs import EXTENSION_KEYS
 
 #: CHAT_HYPOTHESIS_EXAMPLES=5000 for a deeper search than the suite's.
 SETTINGS = settings(
@@ -302,10 +303,14 @@ class RequestProperties(TestCase):
 
     @SETTINGS
     @given(st.binary(max_size=400), st.lists(st.integers(min_value=0), max_size=20))
+    @example(b'{"request":"cap","":""}', [])
+    @example(b'{"request":"cap","content":"rooms"}{"request":"login","content":"a"}'
+             b'{"request":"msg","content":"x"}{"request":"rooms"}', [7])  # fmt: skip
     def test_garbage_never_raises(self, data, cuts):
         """
         Random bytes to the server protocol raise nothing, and everything it
-        writes is a well-formed response.
+        writes is a well-formed response: the standard's four keys, and
+        extension keys after them only once a cap request was answered.
         """
         self._serve(chunked(data, cuts))
 
@@ -323,9 +328,17 @@ class RequestProperties(TestCase):
         for _ in range(200):
             clock.advance(0.01)  # let paced and flood-delayed responses out
         out = []
+        granted = False  # (random bytes may hold a cap request: then, and
+        # only from its answer on, extension keys may follow the four)
         for line in transport.value().splitlines():
             r = json.loads(line)
-            self.assertEqual(set(r), {"timestamp", "sender", "response", "content"})
+            granted = granted or (r["response"] == "info" and "caps" in r)
+            keys = list(r)
+            self.assertEqual(keys[:4], ["timestamp", "sender", "response", "content"])
+            if granted:
+                self.assertLessEqual(set(keys[4:]), EXTENSION_KEYS)
+            else:
+                self.assertEqual(len(keys), 4)
             self.assertIsInstance(r["timestamp"], str)
             out.append((r["response"], r["content"]))
         protocol.connectionLost(None)
