@@ -17,6 +17,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.trial.unittest import TestCase
 
+from chat.core.commands import help_text
 from chat.core.service import ChatService
 from chat.storage import MemoryStore
 from chat.transports.tcp import PACING, ChatServerFactory
@@ -231,6 +232,62 @@ class DirectWriteTests(TestCase):
             self.assertFalse(transport.dataBuffer or transport._tempDataLen)
         self.assertEqual(sock.sends - before, 10)
         self.assertEqual(self.messages(sock), [f"m{i}" for i in range(10)])
+
+    def test_answers_direct_when_buffer_empty(self):
+        """
+        The answers to a stream client's own requests (the login's, help,
+        names) go straight to its socket too when Twisted's buffer is
+        empty: one send each, and the reactor is never asked to write (an
+        idle connection whose login answer went through Twisted's buffer
+        would keep a dictionary of about 800 bytes).
+        """
+        protocol = self.factory.buildProtocol(None)
+        sock = PartialSocket([1 << 20])
+        transport = SocketConnection(sock, protocol)
+        protocol.makeConnection(transport)
+        requests = [("login", "carol"), ("help", None), ("names", None)]
+        protocol.dataReceived(b"".join(encode_request(*r) for r in requests))
+        self.assertEqual(transport.reactor.getWriters(), [])
+        self.assertFalse(transport.dataBuffer or transport._tempDataLen)
+        responses = [json.loads(line) for line in bytes(sock.sent).splitlines()]
+        self.assertEqual(
+            [(r["response"], r["content"]) for r in responses],
+            [
+                ("info", "Login successful. Welcome, carol!"),
+                ("history", []),
+                ("info", help_text()),
+                ("info", "alice, witness, carol"),
+            ],
+        )
+        self.assertEqual(sock.sends, len(responses))
+
+    def test_answers_and_messages_partial_sends_in_order(self):
+        """
+        With a socket that takes a few bytes of many sends, a stream
+        client's answers to its own requests and the messages broadcast
+        between them all arrive whole, once and in the order they were
+        sent, whether each found Twisted's buffer empty or not.
+        """
+        protocol, transport, sock = self.reader([5, 1, 300, 0, 2, 1 << 20])
+        sock.sent.clear()
+        texts = [f"{i} " + "w" * 40 for i in range(120)]
+        expected = []
+        for i, text in enumerate(texts):
+            self.sender.dataReceived(encode_request("msg", text))
+            self.clock.advance(0)
+            expected.append(("message", text))
+            if i % 4 == 0:
+                protocol.dataReceived(encode_request("help", None))
+                expected.append(("info", help_text()))
+            if i % 3 == 0:
+                transport.flush_once()
+            if i % 5 == 0:
+                transport.drain()  # the next one finds the buffer empty
+        transport.drain()
+        responses = [json.loads(line) for line in bytes(sock.sent).splitlines()]
+        got = [(r["response"], r["content"]) for r in responses]
+        self.assertTrue(got == expected, "every response, once, in order")
+        self.assertGreater(sock.partial_direct, 10)
 
     def test_direct_and_partial_sends_with_the_room(self):
         """

@@ -102,6 +102,8 @@ class _SendWindow:
     pauseProducing would pause reading.)
     """
 
+    __slots__ = ("_protocol",)  # one per connection
+
     def __init__(self, protocol: "ChatServerProtocol") -> None:
         self._protocol = protocol
 
@@ -203,11 +205,15 @@ class ChatServerProtocol(Protocol, LoginDeadline):
 
     def _write_now(self, data: bytes) -> None:
         """
-        Write one paced response: on the socket itself when Twisted's
-        buffer is empty (the guards of L{send}'s broadcast path), else, or
-        what the socket did not take, through the transport. A legacy
-        client's responses go one every L{PACING}: left to the reactor, each
-        would cost two epoll_ctl calls and a doWrite besides the send.
+        Write one response: on the socket itself when Twisted's buffer is
+        empty (the guards of L{send}'s broadcast path), else, or what the
+        socket did not take, through the transport. Left to the reactor,
+        each write would cost two epoll_ctl calls and a doWrite besides the
+        send (a legacy client's responses go one every L{PACING}); and an
+        idle connection whose login answer went through Twisted's buffer
+        keeps a dictionary of attributes of about 800 bytes (the buffer's
+        two attributes that Python's shared-key instance layout has no room
+        for).
         """
         transport = self.transport
         if (
@@ -314,7 +320,6 @@ class ChatServerProtocol(Protocol, LoginDeadline):
             return
         queue = self._queue
         legacy = self._legacy
-        write = self.transport.write
         while queue and not self._write_paused:
             entry = queue.peek()
             if type(entry) is ChatMessage:
@@ -326,11 +331,10 @@ class ChatServerProtocol(Protocol, LoginDeadline):
             else:
                 queue.pop()
                 data = entry
+            self._write_now(data)
             if legacy:
-                self._write_now(data)
                 self._pacer = self.factory.clock.callLater(PACING, self._pace)
                 return
-            write(data)
         self._update_direct()
 
     def _legacy_messages(self) -> bytes:
