@@ -127,6 +127,32 @@ class StreamDecoderTests(TestCase):
         """
         self.assertEqual(StreamDecoder().feed(b'[1, "]"] "x}"'), [[1, "]"], "x}"])
 
+    def test_cut_and_invalid_utf8_every_chunking(self):
+        """
+        Characters cut at any byte, before and after bytes that are not
+        UTF-8 and a sequence cut short for good: whatever the chunking,
+        each object decodes as it does whole. (The decoder decodes a chunk
+        at once unless one ends inside a character, and keeps no
+        incremental decoder between chunks that end cleanly.)
+        """
+        data = (
+            b'{"request":"msg","content":"\xf0\x9f\x98\x80 \xc3\xa6"}'
+            b'{"request":"msg","content":"\xf0\x9f x"}'
+            b'{"request":"msg","content":"\xe2\x82\xac \xff"}'
+            b'{"request":"msg","content":"\xf0\x9f\x98\x80"}{"request":"help"}'
+        )
+        whole = StreamDecoder().feed(data)
+        self.assertEqual(whole[0], {"request": "msg", "content": "\U0001f600 \xe6"})
+        self.assertIsInstance(whole[1], DecodeError)
+        self.assertIsInstance(whole[2], DecodeError)
+        self.assertEqual(
+            whole[3:], [{"request": "msg", "content": "\U0001f600"}, {"request": "help"}]
+        )
+        for size in range(1, 12):
+            decoder = StreamDecoder()
+            self.assertEqual(feed_in_chunks(data, size, decoder), whole, f"chunk size {size}")
+            self.assertEqual(decoder.buffered, 0)
+
     def test_invalid_utf8(self):
         """
         Bytes that are not UTF-8 make an error for the object holding them;

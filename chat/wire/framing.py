@@ -89,10 +89,19 @@ class StreamDecoder:
         which tells a streaming peer from a legacy one that sends bare JSON.
     """
 
+    # One per connection, most of them idle: slots, not a dictionary.
+    __slots__ = (
+        "max_size", "newline_seen", "_utf8", "_buffer", "_failed", "_start",
+        "_scanned", "_stack", "_expect", "_in_string", "_key", "_junk",
+        "_broken_at",
+    )  # fmt: skip
+
     def __init__(self, max_size: int = MAX_VALUE_SIZE) -> None:
         self.max_size = max_size
         self.newline_seen = False
-        self._utf8 = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+        # Made when a chunk ends inside a character (or holds bytes that
+        # are not UTF-8), and dropped once it holds nothing again.
+        self._utf8: Optional[codecs.IncrementalDecoder] = None
         self._buffer = ""
         self._reset_value()
         self._failed = False
@@ -104,7 +113,7 @@ class StreamDecoder:
         # (and whether that string is a key).
         self._start: Optional[int] = None
         self._scanned = 0
-        self._stack: List[str] = []
+        self._stack: Optional[List[str]] = None  # made when a scan starts
         self._expect = _VALUE
         self._in_string = False
         self._key = False
@@ -129,7 +138,7 @@ class StreamDecoder:
         """
         if self._failed:
             return []
-        self._buffer += self._utf8.decode(data)
+        self._buffer += self._decode(data)
         results: List[Union[Any, DecodeError]] = []
         buf = self._buffer
         pos = 0
@@ -163,6 +172,7 @@ class StreamDecoder:
                         pos = end
                         continue
                 self._start = self._scanned = pos
+                self._stack = []
             end = self._scan(buf)
             if end is None:
                 if len(buf) - self._start > self.max_size:
@@ -198,6 +208,23 @@ class StreamDecoder:
             self._scanned -= keep
         return results
 
+    def _decode(self, data: bytes) -> str:
+        """
+        The text of C{data}: bytes that are not UTF-8 become lone surrogates
+        (found by L{_checked}), and a character cut at the end of a chunk
+        waits for the rest of it in the next.
+        """
+        utf8 = self._utf8
+        if utf8 is None:
+            try:
+                return data.decode("utf-8")
+            except UnicodeDecodeError:
+                utf8 = self._utf8 = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+        text = utf8.decode(data)
+        if not utf8.getstate()[0]:
+            self._utf8 = None  # nothing held back
+        return text
+
     def _checked(self, buf: str, start: int, end: int, value: Any) -> Any:
         if _UNDECODABLE.search(buf, start, end):
             return DecodeError("Invalid UTF-8 in request")
@@ -229,6 +256,7 @@ class StreamDecoder:
         i = self._scanned
         length = len(buf)
         stack = self._stack
+        assert stack is not None
         expect = self._expect
         while True:
             if self._in_string:
