@@ -309,6 +309,31 @@ class RoomRulesTests(ServiceTestsMixin, TestCase):
         store.release_all()
         self.assertEqual([r["response"] for r in a.take()], ["history", "message"])
 
+    def test_gone_while_a_page_is_read(self):
+        """
+        A client whose connection closes while its history page is read is
+        not put back in the room when the page comes (each member's history
+        cursor is kept in the room's membership): the others do not see it
+        in names, and the room's messages no longer go to it.
+        """
+        store = ControlledStore(self.clock)
+        self.service = type(self.service)(store, self.clock)
+        alice, a = self.logged_in("alice")
+        bob, b = self.logged_in("bob")
+        store.release_all()
+        self.send(alice, "msg", "old")
+        store.release_all()
+        self.clock.advance(0)
+        a.take(), b.take()
+        self.send(alice, "history", 5)
+        self.assertEqual([op.name for op in store.pending], ["before"])
+        alice.lost()
+        store.release_all()
+        self.clock.advance(0)
+        self.assertEqual(list(self.service.lobby.members), [bob])
+        self.send(bob, "names")
+        self.assertEqual([r["content"] for r in b.take()], ["bob"])
+
     def test_window_not_read(self):
         """
         If the store cannot read a new room's window, the joiners get an

@@ -28,7 +28,11 @@ class Room:
 
     @ivar name: its name, in lower case.
     @ivar window: its last messages.
-    @ivar members: its sessions, in the order they came in.
+    @ivar members: its sessions, in the order they came in, each with its
+        history cursor: the id of the oldest message of this room it was
+        shown, where its next page of older history ends (None: shown none).
+        Kept here, not in the session, as a dictionary per session would
+        cost about 200 bytes for each idle connection.
     @ivar joining: while its window is being read from the store (a room
         made anew), the sessions waiting to come in; None once it is read.
     """
@@ -36,7 +40,7 @@ class Room:
     def __init__(self, name: str, history_limit: int) -> None:
         self.name = name
         self.window = Window(history_limit, room=name)
-        self.members: Dict["Session", None] = {}
+        self.members: Dict["Session", Optional[int]] = {}
         self.joining: Optional[List["Session"]] = None
         self._recipients: Optional[Tuple[IChatClient, ...]] = None
         self._watchers: Dict["Session", None] = {}
@@ -55,6 +59,20 @@ class Room:
         self.members[session] = None
         self._recipients = None
         self.update_watcher(session)
+
+    def cursor(self, session: "Session") -> Optional[int]:
+        """
+        Where C{session}'s next page of this room's older history ends.
+        """
+        return self.members.get(session)
+
+    def set_cursor(self, session: "Session", message_id: Optional[int]) -> None:
+        """
+        C{session} was shown this room's messages from C{message_id} on (a
+        session that has left meanwhile stays out).
+        """
+        if session in self.members:
+            self.members[session] = message_id
 
     def remove(self, session: "Session") -> None:
         self.members.pop(session, None)

@@ -364,7 +364,6 @@ class ChatService:
     def _exit(self, session: Session, room: Room, why: str) -> None:
         room.remove(session)
         del session.rooms[room.name]
-        session.history_cursors.pop(room.name, None)
         self._tell_presence(session, room, why)
         self._drop_if_empty(room)
 
@@ -383,10 +382,7 @@ class ChatService:
         """
         self.stats.history_windows += 1
         window = room.window.event(self.now(), session.client.history_budget, self.history_format)
-        if window.messages:
-            session.history_cursors[room.name] = window.messages[0].id
-        else:
-            session.history_cursors.pop(room.name, None)
+        room.set_cursor(session, window.messages[0].id if window.messages else None)
         session.send(window)
 
     def _no_room(self, session: Session) -> None:
@@ -619,7 +615,7 @@ class ChatService:
         else:
             session.error(f"history takes a number of messages, 1 to {MAX_PAGE}: history 50")
             return
-        cursor = session.history_cursors.get(room.name)
+        cursor = room.cursor(session)
         if cursor is None:
             newest = room.window.newest_id
             if newest is None:
@@ -634,7 +630,7 @@ class ChatService:
                 session.info("No older messages")
             else:
                 self.stats.history_pages += 1
-                session.history_cursors[room.name] = messages[0].id
+                room.set_cursor(session, messages[0].id)
                 session.send(HistoryWindow(messages, self.now(), login=False, room=room.name))
 
         def failed(failure: Failure) -> None:

@@ -38,7 +38,7 @@ class Session:
     # 50 bytes less each).
     __slots__ = (
         "service", "client", "username", "connected", "rooms", "caps",
-        "history_cursors", "departure", "_inbox", "_waiting", "_batch",
+        "departure", "_inbox", "_waiting", "_batch",
         "_joined", "_bucket", "_timer", "_flow", "_reading_paused", "_refused",
         "_head_delayed", "__weakref__",
     )  # fmt: skip
@@ -52,9 +52,7 @@ class Session:
         self.rooms: Dict[str, "Room"] = {}
         # The extensions it asked for and was granted (L{chat.core.rules.EXTENSIONS}).
         self.caps: FrozenSet[str] = NO_EXTENSIONS
-        # Per room, the id of the oldest message this client was shown from
-        # the history: where its next page of older history ends.
-        self.history_cursors: Dict[str, int] = {}
+        # (Its history cursor in each room is kept by the room: Room.members.)
         # How the connection ended, for those told who comes and goes.
         self.departure = "disconnected"
         # A list, not a deque: an empty deque takes 760 bytes, per connection,
