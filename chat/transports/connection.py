@@ -10,7 +10,7 @@ send queue that holds what a client has not yet taken, with its bound.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Protocol, Sequence
+from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple, Union
 
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
@@ -161,13 +161,14 @@ class SendQueue:
     bound, so a long history never gets a new user dropped.
 
     A list with a moving head, not a deque: an empty deque takes 760
-    bytes, per connection.
+    bytes, per connection; and while the queue is empty, not even a list
+    (56 bytes), but one empty tuple shared by all.
     """
 
     __slots__ = ("_entries", "_head", "queued", "_burst")
 
     def __init__(self) -> None:
-        self._entries: List[Any] = []
+        self._entries: Union[List[Any], Tuple[()]] = ()
         self._head = 0
         self.queued = 0  # bytes waiting
         self._burst = 0  # of which, bytes exempt from the bound
@@ -189,7 +190,10 @@ class SendQueue:
         size = 0
         for entry in entries:
             size += entry_size(entry)
-        self._entries.extend(entries)
+        if self._entries:
+            self._entries.extend(entries)  # type: ignore[union-attr]
+        else:
+            self._entries = list(entries)  # (the head is 0 while it is empty)
         self.queued += size
         if burst:
             self._burst += size
@@ -212,16 +216,16 @@ class SendQueue:
         # anything counted behind it.
         self._burst = max(0, self._burst - size)
         if head >= len(self._entries):
-            self._entries = []
+            self._entries = ()
             head = 0
         elif head > 64 and head * 2 > len(self._entries):
-            del self._entries[:head]
+            del self._entries[:head]  # type: ignore[union-attr]
             head = 0
         self._head = head
         return taken
 
     def clear(self) -> None:
-        self._entries = []
+        self._entries = ()
         self._head = 0
         self.queued = self._burst = 0
 
@@ -240,12 +244,18 @@ class LoginDeadline(TimeoutMixin):
 
     session: Any
     _ending: bool
+    _deadline_clock: Any
 
     def start_login_deadline(self, seconds: float, clock: Any) -> None:
-        self.callLater = clock.callLater  # TimeoutMixin schedules with it
+        self._deadline_clock = clock
         if seconds > 0:
             self._login_timeout = seconds
             self.setTimeout(seconds)
+
+    def callLater(self, delay: float, call: Any, *args: Any, **kwargs: Any) -> Any:
+        # TimeoutMixin schedules with this. A method, not the clock's bound
+        # method kept per connection (64 bytes each).
+        return self._deadline_clock.callLater(delay, call, *args, **kwargs)
 
     def logged_in_now(self, admission: "Admission") -> None:
         if self.timeOut is not None:
