@@ -167,7 +167,7 @@ class Options(usage.Options):
             DEFAULT_HISTORY_LIMIT,
             "How many of the latest messages a login gets (older ones are paged "
             "with the history request; a bare-JSON client gets the newest part "
-            "it can read in about half a second).",
+            "it can read in about 0.4 s, 32 KiB).",
             _count,
         ],
         [

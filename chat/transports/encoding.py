@@ -55,10 +55,13 @@ LEGACY_RESPONSE = 1024
 LEGACY_MAX_RESPONSE = 4096
 
 #: How much of a history a legacy client gets at once, in bytes of items:
-#: about half a second of paced responses, so that live messages behind it
-#: are not held up for long, and a login costs about 2 ms of CPU. (It can
-#: page back for more with C{history}.)
-LEGACY_HISTORY_BYTES = 48 * 1024
+#: about 0.4 s of paced responses (some 40), so that live messages behind
+#: it are not held up for long. Each paced response costs the server about
+#: a quarter of a millisecond of CPU (the send, and waking the reader and
+#: the reactor): a legacy login costs about 1.5 ms when many log in at
+#: once (C{python -m bench login-cpu}; with 48 KiB it was 1.9-2.4 ms),
+#: about 10 ms alone. (It can page back for more with C{history}.)
+LEGACY_HISTORY_BYTES = 32 * 1024
 
 #: Ends a message shortened to fit a legacy client's read.
 SHORTENED = " [\u2026 shortened]"
