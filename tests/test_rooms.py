@@ -13,7 +13,7 @@ from twisted.trial.unittest import TestCase
 from chat.core.limits import Limits
 from chat.core.rules import private_key
 from chat.storage import LOBBY, Message
-from chat.storage.testing import ControlledStore, FailingStore
+from chat.storage.testing import FailingStore
 from chat.testing import ChatHarness
 from chat.wire import Request
 from tests.test_service import ServiceTestsMixin
@@ -248,8 +248,7 @@ class RoomRulesTests(ServiceTestsMixin, TestCase):
         joins meanwhile waits for the same read, and requests behind the
         join wait too, in order.
         """
-        store = ControlledStore(self.clock)
-        self.service = type(self.service)(store, self.clock)
+        store = self.controlled_store()
         alice, a = self.logged_in("alice")
         bob, b = self.logged_in("bob")
         store.release_all()
@@ -270,8 +269,7 @@ class RoomRulesTests(ServiceTestsMixin, TestCase):
         the new room's window is read) and goes to the new room, not to the
         room that was current when it arrived.
         """
-        store = ControlledStore(self.clock)
-        self.service = type(self.service)(store, self.clock)
+        store = self.controlled_store()
         alice, a = self.logged_in("alice")
         _, b = self.logged_in("bob")
         store.release_all()
@@ -293,8 +291,7 @@ class RoomRulesTests(ServiceTestsMixin, TestCase):
         A msg sent right behind a history request is answered after the
         page, in the order asked.
         """
-        store = ControlledStore(self.clock)
-        self.service = type(self.service)(store, self.clock)
+        store = self.controlled_store()
         alice, a = self.logged_in("alice")
         store.release_all()
         self.send(alice, "msg", "old")
@@ -316,8 +313,7 @@ class RoomRulesTests(ServiceTestsMixin, TestCase):
         cursor is kept in the room's membership): the others do not see it
         in names, and the room's messages no longer go to it.
         """
-        store = ControlledStore(self.clock)
-        self.service = type(self.service)(store, self.clock)
+        store = self.controlled_store()
         alice, a = self.logged_in("alice")
         bob, b = self.logged_in("bob")
         store.release_all()
@@ -354,8 +350,7 @@ class RoomRulesTests(ServiceTestsMixin, TestCase):
         A joiner whose connection closes while the window is read is not
         put in the room, and the room is dropped if nobody else came.
         """
-        store = ControlledStore(self.clock)
-        self.service = type(self.service)(store, self.clock)
+        store = self.controlled_store()
         alice, a = self.logged_in("alice")
         store.release_all()
         self.send(alice, "join", "dev")
@@ -369,8 +364,7 @@ class RoomRulesTests(ServiceTestsMixin, TestCase):
         A message stored after everyone left its room is stored and shown
         to nobody: nothing breaks.
         """
-        store = ControlledStore(self.clock)
-        self.service = type(self.service)(store, self.clock)
+        store = self.controlled_store()
         alice, a = self.logged_in("alice")
         bob, b = self.logged_in("bob")
         store.release_all()
@@ -499,8 +493,7 @@ class PrivateMessageTests(ServiceTestsMixin, TestCase):
         A private message whose recipient left while it was stored is kept,
         and its sender still gets the echo.
         """
-        store = ControlledStore(self.clock)
-        self.service = type(self.service)(store, self.clock)
+        store = self.controlled_store()
         alice, a = self.logged_in("alice")
         bob, b = self.logged_in("bob")
         store.release_all()

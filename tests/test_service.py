@@ -50,6 +50,15 @@ class ServiceTestsMixin:
         client.take()
         return session, client
 
+    def controlled_store(self):
+        """
+        Serve from a L{ControlledStore} from now on (its operations wait
+        until released), and return it.
+        """
+        store = ControlledStore(self.clock)
+        self.service = ChatService(store, self.clock)
+        return store
+
 
 class RulesTests(ServiceTestsMixin, TestCase):
     def test_fake_client_provides_interface(self):
@@ -473,8 +482,7 @@ class HistoryTests(ServiceTestsMixin, TestCase):
         meanwhile gather into one next batch, and broadcasts come in the
         order the store answers.
         """
-        store = ControlledStore(self.clock)
-        self.service = ChatService(store, self.clock)
+        store = self.controlled_store()
         alice, a = self.logged_in("alice")
         bob, b = self.logged_in("bob")
         carol, c = self.logged_in("carol")
