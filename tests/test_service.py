@@ -579,6 +579,25 @@ class HistoryTests(ServiceTestsMixin, TestCase):
             self.send(bob, "history", bad)
             self.assertEqual(b.take()[0]["response"], "error", bad)
 
+    def test_page_count_with_separators_around(self):
+        """
+        A count with an ASCII separator (U+001C to U+001F) around it, which
+        str.strip() removes as white space but int() does not accept, is
+        taken as the count, as one with spaces around it is: not a
+        traceback that drops the connection.
+        """
+        self.service = ChatService(self.store, self.clock, history_limit=1)
+        alice, _ = self.logged_in("alice")
+        for i in range(5):
+            self.send(alice, "msg", str(i))
+        bob, b = self.logged_in("bob")
+        pages = []
+        for count in ("\x1c2", "1\x1f", " 1 "):
+            self.send(bob, "history", count)
+            [reply] = b.take()
+            pages.append([json.loads(i)["content"] for i in reply["content"]])
+        self.assertEqual(pages, [["2", "3"], ["1"], ["0"]])
+
     def test_page_after_empty_window(self):
         """
         A client that logged in on an empty history and was shown nothing

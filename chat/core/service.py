@@ -611,7 +611,9 @@ class ChatService:
         elif isinstance(content, int) and not isinstance(content, bool) and content > 0:
             count = min(content, MAX_PAGE)
         elif isinstance(content, str) and _COUNT.fullmatch(content.strip()):
-            count = min(int(content), MAX_PAGE)
+            # int() of the stripped text: str.strip() also removes the
+            # separators U+001C to U+001F, which int() does not accept.
+            count = min(int(content.strip()), MAX_PAGE)
         else:
             session.error(f"history takes a number of messages, 1 to {MAX_PAGE}: history 50")
             return
