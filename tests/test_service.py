@@ -614,6 +614,28 @@ class HistoryTests(ServiceTestsMixin, TestCase):
         [reply] = b.take()
         self.assertEqual([json.loads(i)["content"] for i in reply["content"]], ["1", "2"])
 
+    def test_page_with_no_window(self):
+        """
+        With a history limit of 0 a login gets an empty history, and the
+        history request pages back from the newest message stored, as
+        after any empty window (and by default 500 at a time).
+        """
+        self.service = ChatService(self.store, self.clock, history_limit=0)
+        alice, _ = self.logged_in("alice")
+        for i in range(3):
+            self.send(alice, "msg", str(i))
+        session, client = self.connect()
+        self.send(session, "login", "bob")
+        self.assertEqual(client.take()[1]["content"], [])
+        for content in ("2", None, None):
+            self.send(session, "history", content)
+        replies = client.take()
+        self.assertEqual([r["response"] for r in replies], ["history", "history", "info"])
+        first, second, last = replies
+        self.assertEqual([json.loads(i)["content"] for i in first["content"]], ["1", "2"])
+        self.assertEqual([json.loads(i)["content"] for i in second["content"]], ["0"])
+        self.assertEqual(last["content"], "No older messages")
+
     def test_page_budget(self):
         """
         A client with a history budget gets only the newest messages of the

@@ -618,7 +618,7 @@ class ChatService:
             session.error(f"history takes a number of messages, 1 to {MAX_PAGE}: history 50")
             return
         cursor = room.cursor(session)
-        if cursor is None:
+        if cursor is None and room.window.limit:
             newest = room.window.newest_id
             if newest is None:
                 session.info("No older messages")
@@ -639,7 +639,11 @@ class ChatService:
             self._store_failed(failure, "read older history")
             session.error("The server could not read older history; try again later", "store")
 
-        d = self.store.before(room.name, cursor, count)
+        if cursor is None:
+            # No window is kept (a history limit of 0): from the newest stored.
+            d = self.store.recent(room.name, count)
+        else:
+            d = self.store.before(room.name, cursor, count)
         d.addCallbacks(got, failed)
         d.addBoth(lambda _: session.resume())
 
