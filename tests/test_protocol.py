@@ -466,6 +466,33 @@ class LegacyDeliveryTests(ProtocolTestsMixin, TestCase):
         self.assertTrue(text.startswith(content[: -len(SHORTENED)]))
         self.assertEqual(self.responses(new)[-1]["content"], text)
 
+    def test_long_message_in_history_within_recv_for_legacy(self):
+        """
+        A message too large for a recv(4096) reaches a legacy client in a
+        history response (the window of a later login, a private
+        conversation) that fits in 4096 bytes with its frame, its item
+        shortened with a visible mark.
+        """
+        old, transport = self.legacy_reader()
+        modern, _ = self.connect()
+        modern.dataReceived(request("login", "n" * 32, newline=True))
+        modern.dataReceived(request("msg", "\U0001f600" * 1000, newline=True))
+        self.run_clock()
+        modern.dataReceived(request("pm", "old " + "\U0001f600" * 1000, newline=True))
+        self.run_clock()
+        del transport.writes[:]
+        old.dataReceived(request("pm", "n" * 32))
+        self.run_clock()
+        [conversation] = transport.writes
+        late, transport = self.connect()
+        late.dataReceived(request("login", "late"))
+        self.run_clock()
+        [_, window] = transport.writes
+        for data in (window, conversation):
+            self.assertLessEqual(len(data), LEGACY_MAX_RESPONSE)
+            [item] = json.loads(data)["content"]
+            self.assertTrue(json.loads(item)["content"].endswith(SHORTENED))
+
     def test_shortened_once_per_message(self):
         """
         Two long messages to two legacy clients: each client gets each

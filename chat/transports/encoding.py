@@ -66,6 +66,11 @@ LEGACY_HISTORY_BYTES = 32 * 1024
 #: Ends a message shortened to fit a legacy client's read.
 SHORTENED = " [\u2026 shortened]"
 
+#: The bytes of a legacy C{history} response besides its one item: its
+#: keys and timestamp (89 bytes) and an extension's room or user name (43
+#: more for 32 characters), with room to spare.
+_HISTORY_ITEM_FRAME = 160
+
 
 def history_frame(timestamp: str, extra: Optional[Dict[str, Any]] = None) -> Tuple[bytes, bytes]:
     """
@@ -334,7 +339,7 @@ def _shorten(message: ChatMessage) -> ChatMessage:
             message.id, message.room, message.timestamp, message.sender,
             content[:middle] + SHORTENED,
         )  # fmt: skip
-        if len(candidate.item("string")) + 64 <= LEGACY_MAX_RESPONSE:
+        if len(candidate.item("string")) + _HISTORY_ITEM_FRAME <= LEGACY_MAX_RESPONSE:
             low = middle
         else:
             high = middle - 1
@@ -348,8 +353,7 @@ def legacy_item(message: ChatMessage, history_format: str) -> bytes:
     A message as a history item that fits in a legacy response.
     """
     item = message.item(history_format)
-    frame = 128  # a history response's keys and timestamp, with room to spare
-    if len(item) + frame <= LEGACY_MAX_RESPONSE:
+    if len(item) + _HISTORY_ITEM_FRAME <= LEGACY_MAX_RESPONSE:
         return item
     return shortened(message).item(history_format)
 
