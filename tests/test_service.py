@@ -303,6 +303,23 @@ class RulesTests(ServiceTestsMixin, TestCase):
         self.send(bob, "msg", "still there?")
         self.assertEqual(a.raw, [])
 
+    def test_nothing_handled_after_logout(self):
+        """
+        Requests that waited behind a logout (here behind a message being
+        stored) are not handled: the connection is closing, so no one logs
+        in on it and nothing it sent after the logout reaches the others.
+        """
+        alice, a = self.logged_in("alice")
+        bob, b = self.logged_in("bob")
+        for word, content in [("msg", "bye"), ("logout", None), ("login", "eve"), ("msg", "boo")]:
+            alice.receive(Request(word, content))
+        self.clock.advance(0)
+        self.assertEqual([r["content"] for r in a.take()], ["bye", "Logged out"])
+        self.assertTrue(a.disconnected)
+        self.assertEqual([r["content"] for r in b.take()], ["bye"])
+        self.assertEqual(self.service.usernames(), ["bob"])
+        self.assertEqual([m.content for m in self.store.messages], ["bye"])
+
     def test_unknown_request(self):
         """
         An unknown request word gets an error naming it, before and after

@@ -345,7 +345,7 @@ class ChatService:
         self.log.info("{user} logged out", user=session.username)
         self._remove_user(session, "logged out")
         session.info("Logged out")
-        session.client.disconnect()
+        session.close()
 
     def _remove_user(self, session: Session, why: str) -> None:
         if session.username is not None:

@@ -142,6 +142,15 @@ class Session:
         self._timer = None
         self.service.forget(self)
 
+    def close(self) -> None:
+        """
+        Handle nothing more from the client (it logged out), and close the
+        connection once what it was sent has been written.
+        """
+        self.connected = False
+        self._inbox.clear()
+        self.client.disconnect()
+
     def wait(self, batch: bool = False) -> None:
         """
         Hold further requests until L{resume}: while a message of this
