@@ -241,6 +241,22 @@ class LoginTimeoutTests(LimitsTestsMixin, TestCase):
         self.assertIn("30 seconds", replies[-1]["content"])
         self.assertTrue(peer.transport.disconnecting)
 
+    def test_nothing_handled_after_timeout(self):
+        """
+        A login that waited behind flood control when the time ran out is
+        not handled: the connection is closing.
+        """
+        self.service.limits = Limits(flood_rate=1, flood_burst=1)
+        peer = self.connect()
+        self.clock.advance(29)
+        peer.send("help")
+        peer.send("login", "late")
+        self.clock.advance(1.5)
+        self.assertTrue(peer.transport.disconnecting)
+        self.clock.advance(5)
+        self.assertEqual([r["response"] for r in peer.take()], ["info", "error"])
+        self.assertEqual(self.service.usernames(), [])
+
     def test_logged_in_not_timed_out(self):
         """
         Logging in in time stops the timer.

@@ -115,9 +115,7 @@ class Session:
                 self.service.stats.dropped["flooding"] += 1
                 self.departure = "dropped"
                 self.error("Disconnected for flooding", "flooding")
-                self.connected = False
-                inbox.clear()
-                self.client.disconnect()
+                self.close()
                 return
             if not inbox or inbox[-1] is not _REFUSED:
                 inbox.append(_REFUSED)
@@ -144,8 +142,8 @@ class Session:
 
     def close(self) -> None:
         """
-        Handle nothing more from the client (it logged out), and close the
-        connection once what it was sent has been written.
+        Handle nothing more from the client (it logged out, or is cut off),
+        and close the connection once what it was sent has been written.
         """
         self.connected = False
         self._inbox.clear()

@@ -285,4 +285,4 @@ class LoginDeadline(TimeoutMixin):
             return
         _log.info(log_format, peer=self.describe())  # type: ignore[attr-defined]
         session.error(reason)
-        self.disconnect()  # type: ignore[attr-defined]
+        session.close()
