@@ -333,6 +333,18 @@ class RulesTests(ServiceTestsMixin, TestCase):
         self.send(session, "login", "alice")
         self.assertEqual(client.take()[0]["response"], "info")
 
+    def test_unknown_request_long(self):
+        """
+        A long unknown request word is named in its error by its first 40
+        characters and an ellipsis: one short error, not the word again.
+        """
+        session, client = self.connect()
+        self.send(session, "x" * 39 + "y" * 20000)
+        [reply] = client.take()
+        self.assertEqual(
+            reply["content"], f"Unknown request '{'x' * 39}y\u2026'; send help for the list"
+        )
+
     def test_decode_errors(self):
         """
         A decode error is answered with its reason; a fatal one disconnects.

@@ -78,6 +78,10 @@ from chat.wire import DecodeError, Request, format_timestamp
 #: instead of 15-18; bench/README.rst).
 MAX_STORING = 1
 
+#: An unknown request word is named in its error up to this many
+#: characters, then cut with an ellipsis.
+MAX_WORD_SHOWN = 40
+
 #: The most messages one C{history} request pages back at once.
 MAX_PAGE = 500
 
@@ -286,7 +290,10 @@ class ChatService:
         command = COMMANDS.get(request.word)
         if command is None:
             stats.requests["", "unknown"] += 1
-            session.error(f"Unknown request {request.word!r}; send help for the list", "unknown")
+            word = request.word
+            if len(word) > MAX_WORD_SHOWN:  # one error of a line, not pages of it
+                word = word[:MAX_WORD_SHOWN] + "\u2026"
+            session.error(f"Unknown request {word!r}; send help for the list", "unknown")
             return
         if command.login_required and session.username is None:
             stats.requests[command.word, "not_logged_in"] += 1
