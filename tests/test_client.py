@@ -331,6 +331,20 @@ class InterpretTests(TestCase):
         lines = self.render(response("message", "hi", "x", ts=None))
         self.assertEqual(lines, ["<x> hi"])
 
+    def test_timestamps_out_of_range(self) -> None:
+        """
+        A timestamp that is a time but cannot be shown in local time (the
+        first or last day Python knows, in a zone that takes it past the
+        edge; a number too large for a float) is shown as the server's
+        text, not a crash that drops the connection.
+        """
+        renderer = Renderer(today=lambda: date(2026, 11, 24))
+        for value in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"):
+            self.assertEqual(renderer.time(value), value)
+        self.assertEqual(renderer.time(10**30), str(10**30))
+        lines = self.render(response("message", "hi", "x", ts="0001-01-01T00:00:00+14:00"))
+        self.assertEqual(lines, ["0001-01-01T00:00:00+14:00 <x> hi"])
+
     def test_odd_senders(self) -> None:
         """
         An empty, missing or non-string sender is shown, not a crash.

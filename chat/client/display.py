@@ -250,17 +250,16 @@ def _parse_time(value: Any) -> Optional[datetime]:
                 text = text[:-1] + "+00:00"
             try:
                 parsed = datetime.fromisoformat(text)
-            except ValueError:
+                # Local time may be past the last (or first) day there is.
+                return parsed.astimezone() if parsed.tzinfo is not None else parsed
+            except (OverflowError, ValueError):
                 return None
-            if parsed.tzinfo is not None:
-                return parsed.astimezone()
-            return parsed
     if isinstance(value, (int, float)):
-        seconds = float(value)
-        if seconds > 1e11:
-            # Milliseconds since the epoch (JavaScript's Date.now()).
-            seconds /= 1000.0
         try:
+            seconds = float(value)
+            if seconds > 1e11:
+                # Milliseconds since the epoch (JavaScript's Date.now()).
+                seconds /= 1000.0
             return datetime.fromtimestamp(seconds, timezone.utc).astimezone()
         except (OverflowError, OSError, ValueError):
             return None
