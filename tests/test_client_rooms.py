@@ -22,6 +22,7 @@ from twisted.trial.unittest import TestCase
 from chat.client.cli import Options
 from chat.client.commands import local_command, parse_input, presence_setting
 from chat.client.connection import CAP_TIMEOUT, REQUEST_GAP, ChatClientProtocol, ChatSession
+from chat.client.console import InteractiveFrontEnd
 from chat.client.display import Renderer, interpret
 from chat.client.rooms import EXTENSIONS, RoomState, granted, presence_line, rejoin_requests
 from tests.test_client import NO_FILES, TS, RecordingView, response
@@ -686,6 +687,32 @@ class ConsoleTests(TestCase):
         self.assertEqual(s.client.requests, [("presence", False), ("presence", False)])
         self.assertIn("*** Type /presence on or /presence off.", s.lines())
         self.assertEqual(s.client.lines, [])
+
+
+class InteractiveHistoryTests(TestCase):
+    """
+    What the interactive front end shows of histories it has partly shown
+    before.
+    """
+
+    def test_private_history_after_live_messages(self) -> None:
+        """
+        C{/pm USER} shows the private history whole, even the messages
+        that were shown as they arrived (the user asked to see them); the
+        history sent again after a reconnect still does not show a message
+        twice.
+        """
+        front = InteractiveFrontEnd(Clock(), Renderer(me=lambda: "bob"), "test")
+        front.received(ext("message", "hi bob", "alice", to="bob"))
+        front.received(response("message", "hi all", "alice"))
+        item = json.dumps(response("message", "hi bob", "alice"))
+        front.received(ext("history", [item], **{"with": "alice"}))
+        front.received(response("history", [json.dumps(response("message", "hi all", "alice"))]))
+        shown = [line.replace(Renderer().time(TS) + " ", "") for line in front.console.scrollback]
+        self.assertEqual(
+            shown,
+            ["[private] <alice> hi bob", "<alice> hi all", "[history] [private] <alice> hi bob"],
+        )
 
 
 class FakeEndpoint:

@@ -764,7 +764,9 @@ class InteractiveFrontEnd:
         self._seen_order: Deque[Tuple[str, str, str]] = deque()
 
     def _fresh(self, entry: Any) -> bool:
-        if entry.kind != "message" or entry.timestamp in (None, ""):
+        if entry.kind != "message" or entry.timestamp in (None, "") or entry.peer is not None:
+            # A private history comes only when the user asks (/pm USER):
+            # all of it is shown.
             return True
         key = (repr(entry.timestamp), repr(entry.sender), repr(entry.content))
         if key in self._seen:
