@@ -27,7 +27,7 @@ from chat.client.commands import local_command, parse_input
 from chat.client.config import InputHistory, config_path, history_path
 from chat.client.connection import REQUEST_GAP, ChatClientProtocol, IChatView, describe_error
 from chat.client.display import Renderer, format_json, interpret, names_from, neutralise
-from chat.wire import DecodeError
+from chat.wire import DecodeError, StreamDecoder
 
 TS = "2026-11-24T12:00:00Z"
 
@@ -398,6 +398,23 @@ class InterpretTests(TestCase):
         self.assertNotIn("\n", line)
         self.assertTrue(line.isascii())
         self.assertEqual(json.loads(line)["content"], "hæ\x1b[2J\u2028")
+
+    def test_json_output_non_finite(self) -> None:
+        """
+        --json writes JSON even for the numbers JSON cannot write, which a
+        server's NaN, Infinity or 1e400 decode to: as null, as
+        JavaScript's JSON.stringify does; a string that says NaN stays.
+        """
+        data = b'{"timestamp":1e400,"response":"info","content":[NaN,-Infinity,"NaN",1.5]}\n'
+        [value] = StreamDecoder().feed(data)
+
+        def refuse(constant: str) -> Any:
+            raise ValueError(f"{constant} is not JSON")
+
+        self.assertEqual(
+            json.loads(format_json(value), parse_constant=refuse),
+            {"timestamp": None, "response": "info", "content": [None, None, "NaN", 1.5]},
+        )
 
     def test_names_from(self) -> None:
         """

@@ -505,12 +505,22 @@ class Renderer:
         return self._paint("***", _YELLOW) + " " + text
 
 
+# In JSON text written ASCII only: a string, or a number JSON cannot write.
+_NON_FINITE = re.compile(r'("[^"\\]*(?:\\.[^"\\]*)*")|-?Infinity|NaN')
+
+
 def format_json(value: Any) -> str:
     """
     One decoded value as one line of JSON for C{--json}: compact, and ASCII
     only, so control characters are escaped and the line is safe to print.
+    NaN and the infinities (what a server's C{NaN} or C{1e400} decode to),
+    which JSON cannot write, are written as C{null}.
     """
-    return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+    try:
+        return json.dumps(value, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        text = json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+        return _NON_FINITE.sub(lambda match: match.group(1) or "null", text)
 
 
 def names_from(content: Any) -> List[str]:
