@@ -812,7 +812,8 @@ class CommandAndDisplayTests(TestCase):
     def test_me_and_local_commands(self) -> None:
         """
         /me TEXT is a standard msg with the content "/me TEXT"; /quit and
-        /clear are the client's own; without the slash they are requests.
+        /clear (with any words after them) are the client's own; without
+        the slash they are requests.
         """
         self.assertEqual(parse_input("/me waves"), ("msg", "/me waves"))
         self.assertEqual(parse_input("/ME  waves\nagain"), ("msg", "/me waves\nagain"))
@@ -820,6 +821,10 @@ class CommandAndDisplayTests(TestCase):
         self.assertEqual(parse_input("msg a\nb"), ("msg", "a\nb"))
         self.assertEqual((local_command("/quit"), local_command(" /CLEAR ")), ("quit", "clear"))
         self.assertEqual((local_command("quit"), local_command("/names")), (None, None))
+        # Words after them are ignored, as IRC's /quit takes a message.
+        self.assertEqual(local_command("/quit see you"), "quit")
+        self.assertEqual(local_command("/ clear now"), "clear")
+        self.assertIsNone(local_command("/quitting"))
 
     def test_actions(self) -> None:
         """

@@ -19,25 +19,22 @@ from chat.client.display import ACTION_PREFIX
 
 #: The client's own commands: C{/quit} ends the session (logging out first),
 #: C{/clear} clears the screen, C{/presence [on|off]} shows or hides the
-#: lines that say who joins and leaves. Typed without the slash they are
+#: lines that say who joins and leaves. Words after C{/quit} or C{/clear}
+#: (C{/quit bye}, as on IRC) are ignored. Typed without the slash they are
 #: sent as requests like any other word.
 LOCAL_COMMANDS = ("quit", "clear", "presence")
-
-#: The local commands that take an argument.
-_WITH_ARGUMENT = ("presence",)
 
 
 def local_command(line: str) -> Optional[str]:
     """
-    The client's own command in C{line} (C{"quit"} for C{"/quit"}), or None
-    when the line is for the server.
+    The client's own command in C{line} (C{"quit"} for C{"/quit"} and
+    C{"/quit bye"}), or None when the line is for the server.
     """
     text = line.strip()
     if not text.startswith("/"):
         return None
-    word = text[1:].strip().lower()
-    if word.split(None, 1)[:1] and word.split(None, 1)[0] in _WITH_ARGUMENT:
-        return word.split(None, 1)[0]
+    words = text[1:].split(None, 1)
+    word = words[0].lower() if words else ""
     return word if word in LOCAL_COMMANDS else None
 
 
