@@ -390,6 +390,33 @@ class VanishingTests(InProcessTestsMixin, TestCase):
         again = yield self.login("victor")
         self.assertFalse(again.closed)
 
+    @inlineCallbacks
+    def test_half_close_answered(self):
+        """
+        A client that shuts down its sending side (SHUT_WR, as C{nc -N}
+        does at the end of its input) right after its last requests still
+        gets every answer, the paced ones of a legacy client and those of a
+        message that waits for the store included; then the server closes.
+        """
+        self.serve()
+        for newline in (False, True):
+            name = f"half{int(newline)}"
+            sock = self.connect(newline=newline)
+            sock.send("login", name)
+            sock.send("msg", "last words")
+            sock.send("names")
+            sock.sock.shutdown(socket.SHUT_WR)
+            yield self.wait_for(lambda sock=sock: sock.closed, f"{name} is closed")
+            self.assertFalse(sock.reset)
+            self.assertEqual(
+                [r["response"] for r in sock.responses],
+                ["info", "history", "message", "info"],
+            )
+            self.assertEqual(sock.responses[-1]["content"], name)
+            yield self.wait_for(
+                lambda name=name: name not in self.service.usernames(), f"{name} is gone"
+            )
+
 
 class FreedTests(InProcessTestsMixin, TestCase):
     @inlineCallbacks

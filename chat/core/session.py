@@ -40,7 +40,7 @@ class Session:
         "service", "client", "username", "connected", "rooms", "caps",
         "departure", "_inbox", "_waiting", "_batch",
         "_joined", "_bucket", "_timer", "_flow", "_reading_paused", "_refused",
-        "_head_delayed", "__weakref__",
+        "_head_delayed", "_input_ended", "__weakref__",
     )  # fmt: skip
 
     def __init__(self, service: "ChatService", client: IChatClient) -> None:
@@ -72,6 +72,7 @@ class Session:
         self._reading_paused = False
         self._refused = 0
         self._head_delayed = False  # the first waiting request was counted as delayed
+        self._input_ended = False  # the client sends nothing more
 
     @property
     def room(self) -> Optional["Room"]:
@@ -140,6 +141,15 @@ class Session:
         self._timer = None
         self.service.forget(self)
 
+    def input_ended(self) -> None:
+        """
+        The client sends nothing more (it shut down its side of the
+        connection after its last request): handle what it sent, then
+        close, once its answers have been written.
+        """
+        self._input_ended = True
+        self._drain()
+
     def close(self) -> None:
         """
         Handle nothing more from the client (it logged out, or is cut off),
@@ -193,6 +203,8 @@ class Session:
             self._reading_paused = False
             assert self._flow is not None
             self._flow.resume_reading()
+        if self._input_ended and not inbox and not self._waiting and self.connected:
+            self.close()
 
     def _tick(self) -> None:
         self._timer = None

@@ -37,7 +37,12 @@ from typing import Any, List, Optional
 
 from twisted.internet import tcp
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IPushProducer,
+    IReactorTime,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -117,7 +122,7 @@ class _SendWindow:
         pass
 
 
-@implementer(IChatClient, IFlowControlledClient)
+@implementer(IChatClient, IFlowControlledClient, IHalfCloseableProtocol)
 class ChatServerProtocol(Protocol, LoginDeadline):
     """
     One client connection.
@@ -257,8 +262,9 @@ class ChatServerProtocol(Protocol, LoginDeadline):
         self._ending = True
         self._direct = False
         self._start_closer()
-        if self._queue or self._pacer is not None:
-            # Close after the queued responses are out.
+        if self._queue:
+            # Close after the queued responses are out. (The pace is kept
+            # between two responses; a close is none, and waits for none.)
             self._queue.push([_CLOSE])
             return
         self._close()
@@ -481,6 +487,17 @@ class ChatServerProtocol(Protocol, LoginDeadline):
             session.receive(parse_request(value))
         if session.username is not None:
             self.logged_in_now(self.factory.admission)
+
+    def readConnectionLost(self) -> None:
+        # The peer shut down its sending side (SHUT_WR) after its last
+        # request and reads on: its answers go out, then it is closed.
+        # (Without this, Twisted would close at once and drop them.)
+        session = self.session
+        if session is not None and not self._ending:
+            session.input_ended()
+
+    def writeConnectionLost(self) -> None:
+        pass  # (the server never shuts down only its sending side)
 
     def connectionLost(self, reason: object = None) -> None:
         self._closing = self._ending = True
