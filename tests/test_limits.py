@@ -370,6 +370,26 @@ class SendQueueTests(LimitsTestsMixin, TestCase):
         self.assertGreater(at_drop, 1000)
         self.assertLess(at_drop, 1000 + 250)
 
+    def test_reader_not_dropped_for_one_long_answer(self):
+        """
+        A stream client that has nothing waiting is not dropped for one
+        answer larger than the limit (a page of history of long messages,
+        possible with the default limit too): it goes to the transport at
+        once, so none of it waits for the client.
+        """
+        alice = self.logged_in("alice")
+        bob = self.logged_in("bob")
+        for i in range(10):
+            alice.send("msg", f"{i} " + "x" * 150)
+            self.clock.advance(0)
+        self.assertEqual(len(bob.take()), 10)
+        bob.send("history", 10)
+        self.clock.advance(0)
+        self.assertFalse(bob.transport.disconnected)
+        [page] = bob.take()
+        self.assertEqual(page["response"], "history")
+        self.assertEqual(len(page["content"]), 10)
+
     def test_history_burst_not_counted(self):
         """
         A history larger than the limit, sent while the client's buffer is

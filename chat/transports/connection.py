@@ -33,9 +33,9 @@ class ConnectionLimits:
     @ivar login_timeout: seconds a connection may stay without logging in;
         0 for no limit.
     @ivar max_send_queue: bytes that may wait for a client that does not read
-        fast enough (beyond the transport's own write buffer and not
-        counting the history sent at login); past it the connection is
-        aborted.
+        fast enough (beyond the transport's own write buffer, and not
+        counting the history sent at login nor an answer that finds nothing
+        waiting for a stream client); past it the connection is aborted.
     @ivar keepalive_idle: seconds of silence before TCP keepalive probes
         start; 0 turns keepalive off.
     @ivar keepalive_interval: seconds between two keepalive probes.

@@ -300,10 +300,14 @@ class ChatServerProtocol(Protocol, LoginDeadline):
     def _enqueue(self, entries: List[Any], burst: bool = False) -> None:
         if self._closing:
             return
+        # A stream client that has nothing waiting takes these at once: an
+        # answer larger than the limit (a page of long messages) is no sign
+        # that it does not read.
+        idle = not (self._legacy or self._write_paused or self._queue or self._pacer is not None)
         self._direct = False
         queue = self._queue
         limit = self._limits.max_send_queue
-        if burst or queue.counted + sum(map(entry_size, entries)) <= limit:
+        if burst or idle or queue.counted + sum(map(entry_size, entries)) <= limit:
             queue.push(entries, burst)
         else:
             # Response by response: the client is dropped at the first one
