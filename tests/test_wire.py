@@ -189,6 +189,22 @@ class StreamDecoderTests(TestCase):
         self.assertEqual(out[0], {"request": "help"})
         self.assertTrue(out[1].fatal)
 
+    def test_broken_past_the_bound_every_chunking(self):
+        """
+        A value found broken only by characters past the bound (a bare word,
+        a bad escape running over it) is too large whatever the chunking,
+        not malformed when it arrives at once and too large in pieces.
+        """
+        for data in (
+            b'{"a":' + b"n" * 200 + b"}",
+            b'{"a":"' + b"x" * 91 + b'\\u00zz"}',
+            b'{"a":"' + b"x" * 94 + b'\\q"}',
+        ):
+            for size in range(1, len(data) + 1):
+                out = feed_in_chunks(data, size, StreamDecoder(max_size=100))
+                self.assertEqual(len(out), 1, f"{data[-10:]!r} chunk size {size}")
+                self.assertTrue(out[0].fatal, f"{data[-10:]!r} chunk size {size}")
+
     def test_unterminated_string_bounded(self):
         """
         An endless string, or endless nesting, cannot make the buffer grow

@@ -93,7 +93,7 @@ class StreamDecoder:
     __slots__ = (
         "max_size", "newline_seen", "_utf8", "_buffer", "_failed", "_start",
         "_scanned", "_stack", "_expect", "_in_string", "_key", "_junk",
-        "_broken_at",
+        "_broken_at", "_broken_seen",
     )  # fmt: skip
 
     def __init__(self, max_size: int = MAX_VALUE_SIZE) -> None:
@@ -180,7 +180,9 @@ class StreamDecoder:
                 break
             if end == _BROKEN:
                 broken = self._broken_at
-                if broken - self._start > self.max_size:
+                # Bounded by what had to be read to know (as a chunk that
+                # ended there would have been while it waited for more).
+                if self._broken_seen - self._start > self.max_size:
                     return self._fail(results)
                 results.append(DecodeError(f"Malformed JSON: {_EXPECTED[self._expect]}"))
                 self._reset_value()
@@ -250,7 +252,8 @@ class StreamDecoder:
 
         @return: the value's end; None if the buffer ends first (the state is
             kept for the next call); or L{_BROKEN}, with C{self._broken_at}
-            the first character that cannot continue the value and
+            the first character that cannot continue the value,
+            C{self._broken_seen} how far the scan had to wait to know it, and
             C{self._expect} what was due there.
         """
         i = self._scanned
@@ -285,7 +288,8 @@ class StreamDecoder:
                         if _HEX4.match(buf, i + 2):
                             i += 6
                             continue
-                    return self._broken(i, _STRING)
+                        return self._broken(i, _STRING, i + 5)
+                    return self._broken(i, _STRING, i + 1)
                 else:
                     return self._broken(i, _STRING)  # a raw control character
             else:
@@ -319,7 +323,7 @@ class StreamDecoder:
                         if match.end() >= length:
                             break  # the number or word may go on
                         if not _SCALAR.fullmatch(buf, i, match.end()):
-                            return self._broken(i, expect)
+                            return self._broken(i, expect, match.end())
                         i = match.end()
                     else:
                         return self._broken(i, expect)
@@ -356,7 +360,8 @@ class StreamDecoder:
         self._expect = expect
         return None
 
-    def _broken(self, at: int, expect: int) -> int:
+    def _broken(self, at: int, expect: int, seen: Optional[int] = None) -> int:
         self._broken_at = at
+        self._broken_seen = at if seen is None else seen
         self._expect = expect
         return _BROKEN
