@@ -227,6 +227,20 @@ class StoreContract:
         self.assertEqual((yield store.recent("kitchen", 10)), [])
 
     @defer.inlineCallbacks
+    def test_prune_by_age_further_back_than_the_calendar(self):
+        """
+        A keep_days that reaches back before the year 1000, or past what
+        the platform's time can hold (even infinity), removes nothing: a
+        cutoff in the year 301 is not "301-..." (after "2026-..." as
+        strings, which removed every message), nor an OverflowError.
+        """
+        store = yield self.store()
+        yield store.append([msg("old", days_ago=3000), msg("new")])
+        for keep_days in (630000, 1e7, 1e12, 1e300, float("inf")):
+            self.assertEqual((yield store.prune(keep_days=keep_days)), 0, keep_days)
+        self.assertEqual(contents((yield store.recent("lobby", 10))), ["old", "new"])
+
+    @defer.inlineCallbacks
     def test_prune_by_count(self):
         """
         prune(keep_last) keeps the last N messages of each room.

@@ -19,6 +19,9 @@ from zope.interface import Interface
 #: The room of every message stored before rooms existed.
 LOBBY = "lobby"
 
+#: 0001-01-01T00:00:00Z, the earliest L{cutoff}.
+_YEAR_1 = -62135596800.0
+
 
 @dataclass(frozen=True)
 class Message:
@@ -142,5 +145,9 @@ def cutoff(now: float, keep_days: float) -> str:
     The timestamp before which a message is older than C{keep_days} days.
     Timestamps are ISO 8601 UTC of fixed width, so they compare as strings.
     """
-    # The same format as the server's response timestamps (chat.wire).
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - keep_days * 86400))
+    # The same format as the server's response timestamps (chat.wire),
+    # with the year in four digits: strftime writes the year 301 as "301",
+    # which sorts after "2026". Nothing is older than the year 1, which
+    # also keeps a huge keep_days within what gmtime can take.
+    moment = time.gmtime(max(now - keep_days * 86400, _YEAR_1))
+    return f"{moment.tm_year:04d}" + time.strftime("-%m-%dT%H:%M:%SZ", moment)
