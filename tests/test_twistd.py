@@ -70,6 +70,26 @@ class PluginTests(TestCase):
         ):
             self.assertRaises(usage.UsageError, opts.Options().parseOptions, bad)
 
+    def test_port_number_out_of_range(self):
+        """
+        A TCP port number past 65535 (or below 0), in --port or --metrics,
+        is a usage error naming the option, not an OverflowError traceback
+        from bind() at start-up.
+        """
+        for bad in (
+            ["--port", "99980"],
+            ["--port", "tcp:65536:interface=127.0.0.1"],
+            ["--port", "tcp6:port=70000"],
+            ["--port", "tcp:-1"],
+            ["--metrics", "tcp:99100"],
+        ):
+            with self.assertRaises(usage.UsageError) as caught:
+                opts.Options().parseOptions(bad)
+            self.assertIn(f"{bad[0]}: port", str(caught.exception))
+        options = opts.Options()
+        options.parseOptions(["--port", "65535", "--metrics", "tcp:0"])
+        self.assertEqual(options["port"], "tcp:65535")
+
     def test_make_service(self):
         """
         makeService composes the chat server; starting it opens the database

@@ -87,6 +87,24 @@ def listen_description(description: str, backlog: int) -> str:
     return description
 
 
+def _check_port_number(option: str, description: str) -> None:
+    """
+    A usage error for a TCP port number outside 0 to 65535 in
+    C{description}: Twisted takes any number and only C{bind()} refuses
+    it, with an C{OverflowError} traceback at start-up.
+    """
+    kind, args, kwargs = parse_description(description)
+    if kind not in ("tcp", "tcp6", "ssl"):
+        return
+    number = kwargs.get("port") or (args[0] if args else "")
+    try:
+        port = int(number)
+    except ValueError:
+        return  # Twisted's own parsing says what is wrong
+    if not 0 <= port <= 65535:
+        raise usage.UsageError(f"{option}: port {number} is not between 0 and 65535")
+
+
 def _positive(value: str) -> int:
     number = int(value)
     if number < 1:
@@ -352,10 +370,12 @@ class Options(usage.Options):
             fail(f"--port {port}: a module it needs is missing ({e})")
         except OSError as e:
             fail(f"--port {port}: cannot read {e.filename or 'a file'}: {e.strerror or e}")
+        _check_port_number("--port", port)
         if self["metrics"]:
             try:
                 endpoints.serverFromString(reactor, self["metrics"])
             except (ValueError, KeyError, TypeError) as e:
                 raise usage.UsageError(f"--metrics: not an endpoint description ({e})") from e
+            _check_port_number("--metrics", self["metrics"])
         if self["history-format"] not in ("string", "object"):
             raise usage.UsageError("--history-format must be 'string' or 'object'")
