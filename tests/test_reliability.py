@@ -544,6 +544,26 @@ class KeepaliveTests(InProcessTestsMixin, TestCase):
         if not checked:
             raise self.skipTest("no TCP keepalive options on this platform")
 
+    @inlineCallbacks
+    def test_long_keepalive(self):
+        """
+        Keepalive settings whose total passes what TCP_USER_TIMEOUT holds
+        (a C int of milliseconds, 24.8 days) still let clients in, with
+        the timeout at its largest: setsockopt's TypeError failed every
+        connection (--keepalive-idle 2592000, thirty days, did).
+        """
+        self.serve(
+            connection_limits=ConnectionLimits(
+                login_timeout=0, keepalive_idle=2592000, keepalive_interval=10, keepalive_count=3
+            )
+        )
+        yield self.login("alice")
+        option = getattr(socket, "TCP_USER_TIMEOUT", None)
+        if option is None:
+            raise self.skipTest("no TCP_USER_TIMEOUT on this platform")
+        sock = self.factory.built[0].transport.getHandle()
+        self.assertEqual(sock.getsockopt(socket.IPPROTO_TCP, option), 2**31 - 1)
+
 
 # Real twistd processes.
 

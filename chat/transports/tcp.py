@@ -462,10 +462,16 @@ class ChatServerProtocol(Protocol, LoginDeadline):
             ("TCP_KEEPINTVL", limits.keepalive_interval),
             ("TCP_KEEPCNT", limits.keepalive_count),
             # Also give up on a peer that does not acknowledge what was sent
-            # (keepalive probes only run on an idle connection).
+            # (keepalive probes only run on an idle connection). In
+            # milliseconds, a C int: longer settings get the longest, as
+            # setsockopt raises TypeError for a larger number.
             (
                 "TCP_USER_TIMEOUT",
-                1000 * (limits.keepalive_idle + limits.keepalive_interval * limits.keepalive_count),
+                min(
+                    1000
+                    * (limits.keepalive_idle + limits.keepalive_interval * limits.keepalive_count),
+                    2**31 - 1,
+                ),
             ),
         ]
         for name, value in options:
