@@ -90,6 +90,24 @@ class PluginTests(TestCase):
         options.parseOptions(["--port", "65535", "--metrics", "tcp:0"])
         self.assertEqual(options["port"], "tcp:65535")
 
+    def test_backlog_past_a_c_int(self):
+        """
+        A --backlog larger than listen() takes (a C int) listens, capped as
+        the kernel caps any backlog at somaxconn; it was an OverflowError
+        traceback at start-up.
+        """
+        options = opts.Options()
+        options.parseOptions(
+            ["--port", "tcp:0:interface=127.0.0.1", "-d", ":memory:", "--backlog", "3000000000"]
+        )
+        top = tap.makeService(options)
+        top.privilegedStartService()
+        top.startService()
+        self.addCleanup(top.stopService)
+        [server] = list(top)
+        [listener] = list(server)
+        self.assertIsNotNone(listener._waitingForPort.result.getHost().port)
+
     def test_make_service(self):
         """
         makeService composes the chat server; starting it opens the database

@@ -346,6 +346,9 @@ class Options(usage.Options):
             self["port"] = f"tcp:{self['port']}"
         if self["backlog"] is None:
             self["backlog"] = default_backlog()
+        # listen() takes a C int (past it, an OverflowError at start-up);
+        # the kernel caps any backlog at somaxconn anyway.
+        self["backlog"] = min(self["backlog"], 2**31 - 1)
         if self["log-format"] not in ("text", "json"):
             raise usage.UsageError("--log-format must be 'text' or 'json'")
         twistd = self.parent
