@@ -67,6 +67,8 @@ class PluginTests(TestCase):
             ["--port", "nonsense:1"],
             ["--max-message-length", "0"],
             ["--max-message-length", "ten"],
+            # 0 would remove every message hourly (elsewhere 0 is "no limit").
+            ["--keep-messages", "0"],
         ):
             self.assertRaises(usage.UsageError, opts.Options().parseOptions, bad)
 

@@ -207,9 +207,10 @@ class Options(usage.Options):
             "keep-messages",
             None,
             None,
-            "Keep only the latest this many messages (of each room), removing "
-            "older ones at start-up and hourly. Default: keep them all.",
-            _count,
+            "Keep only the latest this many messages (of each room and each "
+            "private conversation), removing older ones at start-up and hourly; "
+            "at least 1. Default: keep them all.",
+            _positive,
         ],
         [
             "history-format",
