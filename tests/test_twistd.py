@@ -69,6 +69,10 @@ class PluginTests(TestCase):
             ["--max-message-length", "ten"],
             # 0 would remove every message hourly (elsewhere 0 is "no limit").
             ["--keep-messages", "0"],
+            # Past Linux's limits the kernel would keep its own two hours.
+            ["--keepalive-idle", "40000"],
+            ["--keepalive-interval", "0"],
+            ["--keepalive-count", "128"],
         ):
             self.assertRaises(usage.UsageError, opts.Options().parseOptions, bad)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 import sys
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.internet import endpoints
 from twisted.python import usage
@@ -117,6 +117,22 @@ def _count(value: str) -> int:
     if number < 0:
         raise ValueError(f"{value} is negative")
     return number
+
+
+def _between(low: int, high: int) -> Callable[[str], int]:
+    """
+    A whole number from C{low} to C{high}: for the TCP keepalive options,
+    whose values past Linux's limits (32,767 seconds, 127 probes) the
+    kernel would refuse, leaving its own defaults in place.
+    """
+
+    def check(value: str) -> int:
+        number = int(value)
+        if not low <= number <= high:
+            raise ValueError(f"{value} is not between {low} and {high}")
+        return number
+
+    return check
 
 
 def _seconds(value: str) -> float:
@@ -314,22 +330,23 @@ class Options(usage.Options):
             "keepalive-idle",
             None,
             _CONNECTION.keepalive_idle,
-            "Seconds of silence before TCP keepalive probes a client (0: no keepalive).",
-            _count,
+            "Seconds of silence before TCP keepalive probes a client (0: no keepalive; "
+            "at most 32767).",
+            _between(0, 32767),
         ],
         [
             "keepalive-interval",
             None,
             _CONNECTION.keepalive_interval,
-            "Seconds between TCP keepalive probes.",
-            _positive,
+            "Seconds between TCP keepalive probes (1 to 32767).",
+            _between(1, 32767),
         ],
         [
             "keepalive-count",
             None,
             _CONNECTION.keepalive_count,
-            "Unanswered keepalive probes after which a client is dropped.",
-            _positive,
+            "Unanswered keepalive probes after which a client is dropped (1 to 127).",
+            _between(1, 127),
         ],
     ]
 
