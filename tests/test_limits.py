@@ -782,6 +782,9 @@ class OptionsTests(TestCase):
         options = Options()
         options.parseOptions(
             [
+                # A port of its own: the default 9998 may be in use (a server
+                # run from this checkout, as README's quick start does).
+                "--port=tcp:0:interface=127.0.0.1",
                 "--database=:memory:",
                 "--max-request-size=100",
                 "--max-connections=7",
