@@ -131,6 +131,19 @@ class StartupErrorTests(TestCase):
         self.addCleanup(client.close)
         self.assertEqual(client.login("alice")[0]["response"], "info")
 
+    def test_relative_database_named_as_given(self):
+        """
+        A relative --database is named in the line as the operator gave it
+        (C{data/chat.sqlite3}, C{'chat.sqlite3'}, as README shows), not
+        with a C{./} in front.
+        """
+        result = self.twistd("-p", "tcp:0:interface=127.0.0.1", "-d", "data/chat.sqlite3")
+        self.assert_one_line(result, "cannot open database data/chat.sqlite3:")
+        first = ServerProcess(self.directory, "-d", "chat.sqlite3").start()
+        self.addCleanup(first.kill)
+        result = self.twistd("-p", "tcp:0:interface=127.0.0.1", "-d", "chat.sqlite3")
+        self.assert_one_line(result, "database 'chat.sqlite3' is in use by another chat server")
+
     def test_database_cannot_be_opened(self):
         """
         A database the pre-flight check cannot judge (here a directory)

@@ -78,7 +78,10 @@ def preflight(options: "Options", base: str = ".") -> None:
 
 def _preflight_database(path: str, base: str) -> None:
     if path != ":memory:":
-        path = os.path.join(base, path)
+        if base != os.curdir:
+            # Named as given ("data/chat.sqlite3", not "./data/...") when
+            # twistd runs in the current directory.
+            path = os.path.join(base, path)
         directory = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(directory):
             fail(
