@@ -488,6 +488,23 @@ class PrivateMessageTests(ServiceTestsMixin, TestCase):
             self.assertIn(error, reply["content"])
         self.assertEqual(self.store.messages, [])
 
+    def test_msg_behind_a_private_message_comes_after_it(self):
+        """
+        A msg sent right behind a pm is shown after it, to the sender and
+        to the recipient: requests are answered in the order they were
+        sent (a msg may join the batch of a msg, whose broadcast it
+        follows, but not that of a pm, which is delivered after the room's
+        messages of its batch).
+        """
+        alice, a = self.logged_in("alice")
+        _, b = self.logged_in("bob")
+        alice.receive(Request("pm", "bob first"))
+        alice.receive(Request("msg", "second"))
+        self.clock.advance(0)
+        self.clock.advance(0)
+        self.assertEqual([r["content"] for r in a.take()], ["(private to bob) first", "second"])
+        self.assertEqual([r["content"] for r in b.take()], ["(private) first", "second"])
+
     def test_recipient_gone_before_stored(self):
         """
         A private message whose recipient left while it was stored is kept,

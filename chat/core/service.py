@@ -674,7 +674,10 @@ class ChatService:
         Add a message to the next batch; its sender waits until it is stored.
         """
         self._pending.append((session, message, to))
-        session.wait(batch=True)
+        # A msg behind it may join the batch only behind a room's message:
+        # a private one is delivered after the batch's broadcasts, so a msg
+        # joined behind it would be shown first.
+        session.wait(batch=to is None)
         if self._flush_call is None and self._storing < MAX_STORING:
             self._flush_call = self.clock.callLater(0, self.flush)
 
