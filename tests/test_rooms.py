@@ -183,6 +183,30 @@ class RoomRulesTests(ServiceTestsMixin, TestCase):
             self.assertEqual(reply["response"], "error", content)
         self.assertEqual(list(alice.rooms), [LOBBY])
 
+    def test_lobby_with_short_names(self):
+        """
+        With names shorter than "lobby" (--max-username-length 4), a client
+        can still leave the lobby by name and join it again, as the error
+        for being in no room tells it to.
+        """
+        self.service = type(self.service)(
+            self.store, self.clock, limits=Limits(max_username_length=4)
+        )
+        bob, b = self.logged_in("bob")
+        self.send(bob, "leave", "lobby")
+        self.send(bob, "join", "lobby")
+        self.assertEqual(
+            [(r["response"], r["content"]) for r in b.take()],
+            [
+                ("info", "Left lobby; you are in no room now: join one to chat"),
+                ("info", "Joined lobby"),
+                ("history", []),
+            ],
+        )
+        self.send(bob, "join", "abcde")
+        self.assertEqual(b.take()[0]["response"], "error")
+        self.assertEqual(list(bob.rooms), [LOBBY])
+
     def test_room_limits(self):
         """
         A user may be in max_rooms_per_user rooms, and the server holds

@@ -405,6 +405,8 @@ class ChatService:
             return None
         name = content.strip()
         limit = self.limits.max_username_length
+        if name.lower() == LOBBY:
+            return LOBBY  # (whatever the limit: it is where everyone starts)
         if len(name) > limit or not ROOM_NAME.fullmatch(name):
             session.error(
                 f"Invalid room name: use only letters A-Z, a-z and digits 0-9 (at most {limit})"
