@@ -612,6 +612,23 @@ class CapabilityTests(ServiceTestsMixin, TestCase):
         self.send(alice, "leave", "lobby")
         self.assertEqual([r["room"] for r in a.take()], ["lobby", None])
 
+    def test_joined_is_in_order_of_use(self):
+        """
+        The rooms answer's "joined" lists the client's rooms in the order
+        they were joined or last switched to: the current room last, the
+        room a leave would make current just before it.
+        """
+        alice, a = self.logged_in("alice")
+        self.send(alice, "cap", "rooms")
+        for room in ("dev", "ops", "dev"):
+            self.send(alice, "join", room)
+        a.take()
+        self.send(alice, "rooms")
+        [reply] = a.take()
+        self.assertEqual((reply["joined"], reply["room"]), (["lobby", "ops", "dev"], "dev"))
+        self.send(alice, "leave")
+        self.assertEqual(a.take()[0]["room"], "ops")
+
 
 class PresenceTests(ServiceTestsMixin, TestCase):
     def watcher(self, name="watcher"):
