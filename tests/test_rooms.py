@@ -502,6 +502,10 @@ class PrivateMessageTests(ServiceTestsMixin, TestCase):
             "ALICE hi": "You cannot send a private message to yourself",
             "dave hi": "dave is not logged in",
             "b@b hi": "No user can be called 'b@b'",
+            # The server's own name, which no user may take.
+            "Server hi": "No user can be called 'Server'",
+            # A long name is named by its first 40 characters.
+            "x" * 40 + "y" * 20000 + " hi": f"No user can be called '{'x' * 40}\u2026'",
             "bob ": "Message is empty",
             "bob " + "x" * 1001: "Message too long",
         }

@@ -78,8 +78,9 @@ from chat.wire import DecodeError, Request, format_timestamp
 #: instead of 15-18; bench/README.rst).
 MAX_STORING = 1
 
-#: An unknown request word is named in its error up to this many
-#: characters, then cut with an ellipsis.
+#: A word from the client named in an error (an unknown request, a user
+#: no one can be) is shown up to this many characters, then cut with an
+#: ellipsis: one error of a line, not pages of it.
 MAX_WORD_SHOWN = 40
 
 #: The most messages one C{history} request pages back at once.
@@ -290,10 +291,9 @@ class ChatService:
         command = COMMANDS.get(request.word)
         if command is None:
             stats.requests["", "unknown"] += 1
-            word = request.word
-            if len(word) > MAX_WORD_SHOWN:  # one error of a line, not pages of it
-                word = word[:MAX_WORD_SHOWN] + "\u2026"
-            session.error(f"Unknown request {word!r}; send help for the list", "unknown")
+            session.error(
+                f"Unknown request {_shown(request.word)!r}; send help for the list", "unknown"
+            )
             return
         if command.login_required and session.username is None:
             stats.requests[command.word, "not_logged_in"] += 1
@@ -562,8 +562,12 @@ class ChatService:
             return
         user, text = match.groups()
         assert session.username is not None
-        if len(user) > self.limits.max_username_length or not USERNAME.fullmatch(user):
-            session.error(f"No user can be called {user!r}: pm <user> <text>")
+        if (
+            len(user) > self.limits.max_username_length
+            or not USERNAME.fullmatch(user)
+            or user.lower() == SERVER_NAME
+        ):
+            session.error(f"No user can be called {_shown(user)!r}: pm <user> <text>")
             return
         if user.lower() == session.username.lower():
             session.error("You cannot send a private message to yourself")
@@ -811,6 +815,13 @@ class ChatService:
                 client.send(event)
             except Exception:
                 self.log.failure("Delivery to one client failed")
+
+
+def _shown(word: str) -> str:
+    """
+    C{word} as an error names it: cut after L{MAX_WORD_SHOWN} characters.
+    """
+    return word if len(word) <= MAX_WORD_SHOWN else word[:MAX_WORD_SHOWN] + "\u2026"
 
 
 def _resume_senders(batch: List[_Pending]) -> None:
