@@ -10,6 +10,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 
+from chat.core.limits import Limits
 from chat.core.service import ChatService
 from chat.storage import MemoryStore
 from chat.transports.encoding import LEGACY_MAX_RESPONSE, LEGACY_RESPONSE, SHORTENED
@@ -489,6 +490,33 @@ class LegacyDeliveryTests(ProtocolTestsMixin, TestCase):
         self.run_clock()
         [_, window] = transport.writes
         for data in (window, conversation):
+            self.assertLessEqual(len(data), LEGACY_MAX_RESPONSE)
+            [item] = json.loads(data)["content"]
+            self.assertTrue(json.loads(item)["content"].endswith(SHORTENED))
+
+    def test_long_names_in_history_within_recv_for_legacy(self):
+        """
+        With C{--max-username-length} past 32, a history response that names
+        a long room (C{rooms}) or user (C{private, with}) still fits in 4096
+        bytes with its one shortened item: the frame allows for the name.
+        """
+        self.service.limits = Limits(max_username_length=100)
+        old, transport = self.legacy_reader()
+        old.dataReceived(request("cap", "rooms private"))
+        self.run_clock()
+        modern, _ = self.connect()
+        modern.dataReceived(request("login", "n" * 100, newline=True))
+        modern.dataReceived(request("pm", "old " + "\U0001f600" * 1000, newline=True))
+        modern.dataReceived(request("join", "r" * 100, newline=True))
+        modern.dataReceived(request("msg", "\U0001f600" * 1000, newline=True))
+        self.run_clock()
+        del transport.writes[:]
+        old.dataReceived(request("pm", "n" * 100))
+        self.run_clock()
+        old.dataReceived(request("join", "r" * 100))
+        self.run_clock()
+        conversation, _, window = transport.writes
+        for data in (conversation, window):
             self.assertLessEqual(len(data), LEGACY_MAX_RESPONSE)
             [item] = json.loads(data)["content"]
             self.assertTrue(json.loads(item)["content"].endswith(SHORTENED))

@@ -40,7 +40,7 @@ from chat.core.events import (
     Private,
     RoomNotice,
 )
-from chat.core.rules import SERVER_NAME
+from chat.core.rules import PRIVATE_PREFIX, SERVER_NAME
 from chat.wire import encode_response
 
 Caps = FrozenSet[str]
@@ -68,7 +68,8 @@ SHORTENED = " [\u2026 shortened]"
 
 #: The bytes of a legacy C{history} response besides its one item: its
 #: keys and timestamp (89 bytes) and an extension's room or user name (43
-#: more for 32 characters), with room to spare.
+#: more for 32 characters), with room to spare. A longer name (as
+#: C{--max-username-length} allows) takes more: L{_item_frame}.
 _HISTORY_ITEM_FRAME = 160
 
 
@@ -330,8 +331,19 @@ def shortened(message: ChatMessage) -> ChatMessage:
     return message.memo("shortened", lambda: _shorten(message))  # type: ignore[no-any-return]
 
 
+def _item_frame(message: ChatMessage) -> int:
+    """
+    The bytes a legacy C{history} response holds besides C{message} as its
+    item: the extension may name its room (C{room}) or, for a private
+    message, one of the two users in its room key (C{with}).
+    """
+    longest = max(map(len, message.room.lstrip(PRIVATE_PREFIX).split(",")))
+    return _HISTORY_ITEM_FRAME + max(0, longest - 32)
+
+
 def _shorten(message: ChatMessage) -> ChatMessage:
     content = message.content
+    frame = _item_frame(message)
     low, high = 0, len(content)
     while low < high:
         middle = (low + high + 1) // 2
@@ -339,7 +351,7 @@ def _shorten(message: ChatMessage) -> ChatMessage:
             message.id, message.room, message.timestamp, message.sender,
             content[:middle] + SHORTENED,
         )  # fmt: skip
-        if len(candidate.item("string")) + _HISTORY_ITEM_FRAME <= LEGACY_MAX_RESPONSE:
+        if len(candidate.item("string")) + frame <= LEGACY_MAX_RESPONSE:
             low = middle
         else:
             high = middle - 1
@@ -353,7 +365,7 @@ def legacy_item(message: ChatMessage, history_format: str) -> bytes:
     A message as a history item that fits in a legacy response.
     """
     item = message.item(history_format)
-    if len(item) + _HISTORY_ITEM_FRAME <= LEGACY_MAX_RESPONSE:
+    if len(item) + _item_frame(message) <= LEGACY_MAX_RESPONSE:
         return item
     return shortened(message).item(history_format)
 
