@@ -337,7 +337,7 @@ def _item_frame(message: ChatMessage) -> int:
     item: the extension may name its room (C{room}) or, for a private
     message, one of the two users in its room key (C{with}).
     """
-    longest = max(map(len, message.room.lstrip(PRIVATE_PREFIX).split(",")))
+    longest = max(map(len, message.room.removeprefix(PRIVATE_PREFIX).split(",")))
     return _HISTORY_ITEM_FRAME + max(0, longest - 32)
 
 
