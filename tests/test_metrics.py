@@ -54,7 +54,7 @@ class MetricsTests(TestCase):
         """
         Logins, messages, deliveries, requests by word and outcome, errors by
         kind, pages of history, connections by dialect, logouts and store
-        latency move with what the clients do.
+        latency move with what the clients do; the scrapes are not logged.
         """
         before = scrape(self.port)
         self.assertEqual(before["chat_logins_total", ()], 0)
@@ -94,3 +94,8 @@ class MetricsTests(TestCase):
             self.assertLess(time.monotonic(), deadline, "alice is still counted")
             time.sleep(0.05)
         self.assertEqual(scrape(self.port)["chat_logouts_total", ()], 1)
+        # The scrapes wrote no access lines to the server's log (the logout,
+        # logged after most of them, is there).
+        log = self.server.log()
+        self.assertIn("alice logged out", log)
+        self.assertNotIn("GET /metrics", log)
