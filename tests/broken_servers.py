@@ -34,6 +34,7 @@ FLAWS = {
     "no-history": "sends no history at login",
     "history-objects": "sends history items as objects, not JSON strings",
     "history-plain": 'sends history items as plain text, "sender: text"',
+    "deep-history-item": "gives newline clients a history item that is JSON nested 100000 deep",
     "duplicate-names": "lets a second client log in under a name in use",
     "isalnum-names": "checks usernames with Python's isalnum(), which accepts letters like æ",
     "no-echo": "broadcasts a message to everyone but its sender",
@@ -57,6 +58,9 @@ PACING = 0.010
 KEYS = ("timestamp", "sender", "response", "content")
 USERNAME = re.compile(r"[A-Za-z0-9]+")
 HISTORY_CHUNK = 3000
+#: How deep the deep-history-item flaw nests its item: deeper than Python's
+#: json module decodes.
+DEEP = 100_000
 HELP = "Requests: login <username>, logout, msg <message>, names, help"
 
 
@@ -231,6 +235,9 @@ class Client(asyncio.Protocol):
         server.users[name.lower()] = self
         info = server.response("server", "info", "Login successful")
         items = server.history_items()
+        if self.flaw == "deep-history-item" and not self.legacy:
+            # Not for bare-JSON clients: 200 KB in one response is another flaw.
+            items.append("[" * DEEP + "]" * DEEP)
         if self.flaw == "no-history":
             self.send(info)
             return

@@ -184,6 +184,7 @@ EXPECTED: Dict[str, Dict[str, Tuple[str, str]]] = {
     },
     "history-objects": {"history-items": ("WARN", "8 of 17 clients")},
     "history-plain": {"history-items": ("FAIL", "a string that is not JSON")},
+    "deep-history-item": {"history-items": ("FAIL", "nested too deeply")},
     "duplicate-names": {"taken-names": ("FAIL", "a second client logging in as")},
     "isalnum-names": {"invalid-names": ("FAIL", "a letter outside A-Z")},
     "no-echo": {"broadcast": ("FAIL", "the sender (newline-terminated) waited")},
@@ -498,6 +499,17 @@ class PieceTests(TestCase):
         self.assertEqual(decode_item(message), ("object", message))
         for bad in ("a: hi", json.dumps({**message, "response": "info"}), 7, {"content": "hi"}):
             self.assertEqual(decode_item(bad)[0], "bad", bad)
+
+    def test_decode_item_too_deep(self):
+        """
+        A history item that is a JSON string nested deeper than Python's
+        json module decodes is a bad item (no message response is nested),
+        not an error of the checker.
+        """
+        deep = "[" * 100_000 + "]" * 100_000
+        form, why = decode_item(deep)
+        self.assertEqual(form, "bad")
+        self.assertIn("a JSON string nested too deeply to decode", why)
 
     def test_key_survives_encoding(self):
         """

@@ -300,6 +300,9 @@ def decode_item(item: Any) -> Tuple[str, Any]:
             value = json.loads(item)
         except ValueError:
             return "bad", f"a string that is not JSON: {show(item)}"
+        except RecursionError:
+            # Valid JSON perhaps, but no message response (four strings) nests.
+            return "bad", f"a JSON string nested too deeply to decode: {show(item)}"
         problem = response_problem(value)
         if problem or value["response"] != "message":
             return "bad", f"a JSON string that is not a message response: {show(item)}"
