@@ -52,6 +52,7 @@ FLAWS = {
     "keep-dropped-name": "does not free the name of a client that drops",
     "merged-login": "writes the info and the first history response together to bare-JSON clients",
     "big-history": "sends a bare-JSON client the whole history in one response",
+    "big-help": "answers help with one info of over 4096 bytes",
 }
 
 PACING = 0.010
@@ -289,6 +290,8 @@ class Client(asyncio.Protocol):
 
     def do_help(self, content: Any) -> None:
         text = HELP.replace(", names", "") if self.flaw == "help-missing-names" else HELP
+        if self.flaw == "big-help":
+            text += "\n" + "More help. " * 500
         self.info(text)
 
 
