@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any, List, Optional
 
+import pyte
 from twisted.internet import defer
 from twisted.internet import error as ierror
 from twisted.internet.task import Clock
@@ -639,6 +640,30 @@ class ConsoleTests(TestCase):
         rooms.answered("join", "dev", ext("info", "Joined dev", room="dev"))
         s.type(b"msg hi\r")
         self.assertEqual(s.lines()[-2:], ["dev> msg hi", "dev> "])
+
+    def test_long_room_name_narrow_terminal(self) -> None:
+        """
+        On a terminal narrower than the prompt of a long room name, the
+        prompt is cut (its end kept) so that the input line still fits one
+        row: typing does not wrap it and scroll the lines above away. (The
+        screen is read through pyte, which takes the ellipsis.)
+        """
+        s = Screen(width=20)
+        rooms = RoomState()
+        s.console.renderer.rooms = rooms
+        rooms.set_extensions(frozenset(EXTENSIONS))
+        rooms.answered("login", "alice", response("info", "ok"))
+        s.show("before")
+        name = "averyveryverylongroomname"
+        rooms.answered("join", name, ext("info", "Joined", room=name))
+        s.type(b"msg hello")
+        screen = pyte.Screen(20, 24)
+        pyte.ByteStream(screen).feed(s.raw)
+        rows = [row.rstrip() for row in screen.display if row.strip()]
+        self.assertEqual(rows, ["before", "\u2026longroomname> llo"])
+        self.assertEqual(screen.cursor.x, len(rows[1]))
+        s.type(b"\r")
+        self.assertEqual(s.client.lines, ["msg hello"])
 
     def test_tab_rooms_and_words(self) -> None:
         """

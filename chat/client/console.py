@@ -285,7 +285,12 @@ class ChatConsole(insults.TerminalProtocol):
         Redraw the input line, scrolled sideways to keep the cursor in view.
         """
         columns = max(self._size()[0] - 1, 8)
-        prompt_width = len(self.prompt)
+        prompt = self.prompt
+        if len(prompt) > columns - 4:
+            # A long room name on a narrow terminal: keep the prompt's end,
+            # so that the line still fits one row.
+            prompt = "\u2026" + prompt[len(prompt) - (columns - 5) :]
+        prompt_width = len(prompt)
         room = max(columns - prompt_width, 4)
         shown_chars = [LINE_BREAK if c == "\n" else c for c in self.buffer]
         widths = [char_width(c) for c in shown_chars]
@@ -304,7 +309,7 @@ class ChatConsole(insults.TerminalProtocol):
             used += width
         to_cursor = prompt_width + sum(widths[self._view : self.cursor])
         move = f"\x1b[{to_cursor}C" if to_cursor else ""
-        prompt = self.renderer._paint(self.prompt, "1")
+        prompt = self.renderer._paint(prompt, "1")
         self._drawn = (self._size()[0], to_cursor)
         self._write(f"\r{prompt}{''.join(shown)}\x1b[K\r{move}")
 
