@@ -337,6 +337,39 @@ class ResizeTests(TestCase):
         self.assertEqual(cap + b"\n", CAP)
         self.assertEqual(json.loads(request)["content"], text[4:])
 
+    async def test_shrink_with_wide_characters(self) -> None:
+        """
+        A line of wide characters reflows differently: one that does not
+        fit at the end of a row goes to the next, so its rows are not
+        those of a line of narrow characters as wide. Shrinking from 100 to
+        41 columns still leaves no stale rows.
+        """
+        port, factory = await start_field_server(self, newline=True)
+        tmux = Tmux(self, client_env(self, TERM="screen", LC_ALL="C.UTF-8"))
+        tmux.start(
+            100,
+            20,
+            [sys.executable, "-m", "chat.client", "--host", "127.0.0.1", "--port", str(port)],
+        )
+        await wait_for(lambda: "Connected to" in "\n".join(tmux.rows()), "the greeting")
+        text = "msg " + "\u4e2d\u6587" * 20
+        tmux.run("send-keys", "-l", text)
+        await wait_for(lambda: tmux.rows()[-1] == "> " + text, "the typed line")
+        tmux.run("resize-window", "-x", "41")
+        await wait_for(
+            lambda: (
+                tmux.rows()[-1].startswith("> \u4e2d") or tmux.rows()[-1].startswith("> \u6587")
+            ),
+            "the redraw",
+        )
+        rows = tmux.rows()
+        self.assertEqual([row for row in rows if "\u4e2d" in row], [rows[-1]], rows)
+        tmux.run("send-keys", "Enter")
+        await wait_for(lambda: len(b"".join(factory.received).splitlines()) == 2, "one request")
+        self.assertEqual(
+            json.loads(b"".join(factory.received).splitlines()[1])["content"], text[4:]
+        )
+
 
 class InteractiveFeatureTests(PtyTestCase):
     """

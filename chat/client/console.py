@@ -95,6 +95,23 @@ def text_width(text: str) -> int:
     return sum(char_width(c) for c in _SGR.sub("", text))
 
 
+def reflowed_position(widths: List[int], width: int) -> Tuple[int, int]:
+    """
+    Where a cursor after cells of these widths, drawn on one row, is once
+    a terminal that reflows has wrapped them C{width} columns wide: its
+    column and how many rows below the first. A wide character that does
+    not fit at the end of a row goes to the next.
+    """
+    column, row = 0, 0
+    for size in widths:
+        if column + size > width:
+            column, row = 0, row + 1
+        column += size
+    if column >= width:
+        column, row = 0, row + 1
+    return column, row
+
+
 def _typeable(char: str) -> bool:
     return neutralise(char) == char
 
@@ -190,8 +207,8 @@ class ChatConsole(insults.TerminalProtocol):
         # and lines that arrived while viewing.
         self._below: Optional[int] = None
         self._unseen = 0
-        # The width of the last draw and the cursor's column in it.
-        self._drawn = (0, 0)
+        # The widths of the cells before the cursor in the last draw.
+        self._drawn: List[int] = []
         self._resizing = False
 
     @property
@@ -310,7 +327,7 @@ class ChatConsole(insults.TerminalProtocol):
         to_cursor = prompt_width + sum(widths[self._view : self.cursor])
         move = f"\x1b[{to_cursor}C" if to_cursor else ""
         prompt = self.renderer._paint(prompt, "1")
-        self._drawn = (self._size()[0], to_cursor)
+        self._drawn = [1] * prompt_width + widths[self._view : self.cursor]
         self._write(f"\r{prompt}{''.join(shown)}\x1b[K\r{move}")
 
     def notice(self, text: str) -> None:
@@ -377,7 +394,7 @@ class ChatConsole(insults.TerminalProtocol):
         if self._resizing:
             return
         width = self._size()[0]
-        column = self._drawn[1]
+        column = sum(self._drawn)
         if column < width or self.terminal is None or self.clock is None:
             self._write("\r\x1b[J")
             self.draw()
@@ -385,14 +402,15 @@ class ChatConsole(insults.TerminalProtocol):
         self._resizing = True
         report = self.terminal.reportCursorPosition()
         report.addTimeout(REPORT_TIMEOUT, self.clock, onTimeoutCancel=lambda *_: None)
+        expected, below = reflowed_position(self._drawn, width)
 
         def reflowed(position: Any) -> None:
             self._resizing = False
             rows_up = 0
-            if position is not None and position[0] == column % width:
+            if position is not None and position[0] == expected:
                 # Rows above the top of the screen (a terminal may move
                 # them into its scrollback) are out of reach.
-                rows_up = min(column // width, position[1])
+                rows_up = min(below, position[1])
             self._write(f"\x1b[{rows_up}A\r\x1b[J" if rows_up else "\r\x1b[J")
             self.draw()
             if self._size()[0] != width:
