@@ -371,6 +371,39 @@ class ResizeTests(TestCase):
         )
 
 
+class RepaintTests(TestCase):
+    """
+    Ctrl-L in tmux, which (unlike pyte) wraps a wide character that does
+    not fit at the end of a row onto the next row.
+    """
+
+    async def test_repaint_wide_lines(self) -> None:
+        """
+        Lines of wide characters take more rows than their width divided
+        by the window's when the window's width is odd; Ctrl-L paints only
+        the lines that fit, so nothing scrolls into the terminal's
+        scrollback and the top row starts a line.
+        """
+        port, factory = await start_field_server(self, newline=True)
+        tmux = Tmux(self, client_env(self, TERM="screen", LC_ALL="C.UTF-8"))
+        tmux.start(
+            21,
+            13,
+            [sys.executable, "-m", "chat.client", "--host", "127.0.0.1", "--port", str(port)],
+        )
+        await wait_for(lambda: "Connected to" in "\n".join(tmux.rows()), "the greeting")
+        for char in "\u4e00\u4e01\u4e02":
+            tmux.run("send-keys", "-l", "msg " + char * 25)
+            tmux.run("send-keys", "Enter")
+            await wait_for(lambda c=char: "".join(tmux.rows()).count(c) == 50, "the message")
+        scrolled = tmux.run("display-message", "-p", "#{history_size}")
+        tmux.run("send-keys", "C-l")
+        tmux.run("send-keys", "-l", "x")
+        await wait_for(lambda: tmux.rows()[-1] == "> x", "the repaint")
+        self.assertEqual(tmux.run("display-message", "-p", "#{history_size}"), scrolled)
+        self.assertTrue(tmux.rows()[0].startswith(("12:00:00", "> msg")), tmux.rows())
+
+
 class InteractiveFeatureTests(PtyTestCase):
     """
     What irssi and weechat users expect (issue 11), in a pseudo-terminal.

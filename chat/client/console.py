@@ -88,13 +88,6 @@ def char_width(char: str) -> int:
     return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
 
 
-def text_width(text: str) -> int:
-    """
-    How many columns a rendered line takes (colour codes take none).
-    """
-    return sum(char_width(c) for c in _SGR.sub("", text))
-
-
 def reflowed_position(widths: List[int], width: int) -> Tuple[int, int]:
     """
     Where a cursor after cells of these widths, drawn on one row, is once
@@ -104,12 +97,21 @@ def reflowed_position(widths: List[int], width: int) -> Tuple[int, int]:
     """
     column, row = 0, 0
     for size in widths:
-        if column + size > width:
+        if column and column + size > width:
             column, row = 0, row + 1
         column += size
     if column >= width:
         column, row = 0, row + 1
     return column, row
+
+
+def text_rows(text: str, width: int) -> int:
+    """
+    How many rows of a terminal C{width} columns wide a rendered line takes
+    (colour codes take none).
+    """
+    column, row = reflowed_position([char_width(c) for c in _SGR.sub("", text)], width)
+    return max(row + (column > 0), 1)
 
 
 def _typeable(char: str) -> bool:
@@ -350,7 +352,7 @@ class ChatConsole(insults.TerminalProtocol):
         lines = list(self.scrollback)[:end] if end is not None else list(self.scrollback)
         picked: List[str] = []
         for line in reversed(lines):
-            need = max(1, -(-text_width(line) // width))
+            need = text_rows(line, width)
             if need > rows:
                 break
             rows -= need
