@@ -344,14 +344,7 @@ class ResizeTests(TestCase):
         those of a line of narrow characters as wide. Shrinking from 100 to
         41 columns still leaves no stale rows.
         """
-        port, factory = await start_field_server(self, newline=True)
-        tmux = Tmux(self, client_env(self, TERM="screen", LC_ALL="C.UTF-8"))
-        tmux.start(
-            100,
-            20,
-            [sys.executable, "-m", "chat.client", "--host", "127.0.0.1", "--port", str(port)],
-        )
-        await wait_for(lambda: "Connected to" in "\n".join(tmux.rows()), "the greeting")
+        tmux, factory = await start_wide_client(self, 100, 20)
         text = "msg " + "\u4e2d\u6587" * 20
         tmux.run("send-keys", "-l", text)
         await wait_for(lambda: tmux.rows()[-1] == "> " + text, "the typed line")
@@ -371,6 +364,22 @@ class ResizeTests(TestCase):
         )
 
 
+async def start_wide_client(test: TestCase, columns: int, rows: int) -> Tuple[Tmux, Any]:
+    """
+    Our client in tmux, in a locale where tmux takes CJK characters as two
+    columns wide, connected to a field server; with that server's factory.
+    """
+    port, factory = await start_field_server(test, newline=True)
+    tmux = Tmux(test, client_env(test, TERM="screen", LC_ALL="C.UTF-8"))
+    tmux.start(
+        columns,
+        rows,
+        [sys.executable, "-m", "chat.client", "--host", "127.0.0.1", "--port", str(port)],
+    )
+    await wait_for(lambda: "Connected to" in "\n".join(tmux.rows()), "the greeting")
+    return tmux, factory
+
+
 class RepaintTests(TestCase):
     """
     Ctrl-L in tmux, which (unlike pyte) wraps a wide character that does
@@ -384,14 +393,7 @@ class RepaintTests(TestCase):
         the lines that fit, so nothing scrolls into the terminal's
         scrollback and the top row starts a line.
         """
-        port, factory = await start_field_server(self, newline=True)
-        tmux = Tmux(self, client_env(self, TERM="screen", LC_ALL="C.UTF-8"))
-        tmux.start(
-            21,
-            13,
-            [sys.executable, "-m", "chat.client", "--host", "127.0.0.1", "--port", str(port)],
-        )
-        await wait_for(lambda: "Connected to" in "\n".join(tmux.rows()), "the greeting")
+        tmux, factory = await start_wide_client(self, 21, 13)
         for char in "\u4e00\u4e01\u4e02":
             tmux.run("send-keys", "-l", "msg " + char * 25)
             tmux.run("send-keys", "Enter")
