@@ -87,22 +87,30 @@ def listen_description(description: str, backlog: int) -> str:
     return description
 
 
+def tcp_port(description: str) -> Optional[int]:
+    """
+    The port number of a C{tcp:}, C{tcp6:} or C{ssl:} endpoint description,
+    or None for another kind or a port that is not a number (Twisted's own
+    parsing says what is wrong with that).
+    """
+    kind, args, kwargs = parse_description(description)
+    if kind not in ("tcp", "tcp6", "ssl"):
+        return None
+    try:
+        return int(kwargs.get("port") or args[0])
+    except (IndexError, ValueError):
+        return None
+
+
 def _check_port_number(option: str, description: str) -> None:
     """
     A usage error for a TCP port number outside 0 to 65535 in
     C{description}: Twisted takes any number and only C{bind()} refuses
     it, with an C{OverflowError} traceback at start-up.
     """
-    kind, args, kwargs = parse_description(description)
-    if kind not in ("tcp", "tcp6", "ssl"):
-        return
-    number = kwargs.get("port") or (args[0] if args else "")
-    try:
-        port = int(number)
-    except ValueError:
-        return  # Twisted's own parsing says what is wrong
-    if not 0 <= port <= 65535:
-        raise usage.UsageError(f"{option}: port {number} is not between 0 and 65535")
+    port = tcp_port(description)
+    if port is not None and not 0 <= port <= 65535:
+        raise usage.UsageError(f"{option}: port {port} is not between 0 and 65535")
 
 
 def _positive(value: str) -> int:

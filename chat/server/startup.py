@@ -105,13 +105,12 @@ def _preflight_database(path: str, base: str) -> None:
 
 
 def _preflight_port(description: str, base: str) -> None:
-    from chat.server.options import parse_description
+    from chat.server.options import parse_description, tcp_port
 
     kind, args, kwargs = parse_description(description)
     if kind in ("tcp", "tcp6", "ssl"):
-        try:
-            port = int(kwargs.get("port") or args[0])
-        except (IndexError, ValueError):
+        port = tcp_port(description)
+        if port is None:
             return
         interface = kwargs.get("interface", "::" if kind == "tcp6" else "")
         family = socket.AF_INET6 if isIPv6Address(interface) else socket.AF_INET
