@@ -82,6 +82,9 @@ class MetricsTests(TestCase):
         self.assertEqual(after["chat_history_pages_total", ()], 1)
         self.assertEqual(after["chat_history_windows_total", ()], 3)  # two logins, a join
         self.assertEqual(after["chat_users", ()], 2)
+        for reason in ("not_reading", "flooding", "too_large"):
+            key = ("chat_dropped_clients_total", (("reason", reason),))
+            self.assertEqual(after[key], 0, reason)
         for dialect in ("stream", "legacy"):
             key = ("chat_connections", (("dialect", dialect), ("transport", "tcp")))
             self.assertEqual(after[key], 1, dialect)

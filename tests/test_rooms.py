@@ -15,7 +15,7 @@ from chat.core.rules import private_key
 from chat.storage import LOBBY, Message
 from chat.storage.testing import FailingStore
 from chat.testing import ChatHarness
-from chat.wire import Request
+from chat.wire import DecodeError, Request
 from tests.test_service import ServiceTestsMixin
 
 STANDARD_KEYS = ["timestamp", "sender", "response", "content"]
@@ -700,6 +700,20 @@ class PresenceTests(ServiceTestsMixin, TestCase):
         self.assertTrue(f.disconnected)
         flooder.lost()
         self.assertEqual(self.presence(w), [("flooder", "dropped", "lobby")])
+
+    def test_dropped_for_a_request_too_large(self):
+        """
+        A client cut off for a request too large departs as "dropped", as
+        one cut off for flooding does: the server cut it.
+        """
+        _, w = self.watcher()
+        big, b = self.logged_in("big")
+        w.take()
+        big.receive(DecodeError("Request too large (limit 65536 bytes)", fatal=True))
+        self.assertTrue(b.disconnected)
+        big.lost()
+        self.assertEqual(self.presence(w), [("big", "dropped", "lobby")])
+        self.assertEqual(self.service.stats.dropped["too_large"], 1)
 
     def test_presence_granted_after_joining(self):
         """

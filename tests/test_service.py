@@ -357,6 +357,26 @@ class RulesTests(ServiceTestsMixin, TestCase):
         self.assertEqual(client.take()[0]["response"], "error")
         self.assertTrue(client.disconnected)
 
+    def test_fatal_decode_error_closes_the_session(self):
+        """
+        A fatal decode error closes the session as logout and the flood
+        cut-off do: nothing more is sent to it, and requests that waited
+        behind the error are not handled.
+        """
+        alice, a = self.logged_in("alice")
+        _, b = self.logged_in("bob")
+        alice.wait()  # as if a message of hers were being stored
+        alice.receive(DecodeError("Request too large", fatal=True))
+        alice.receive(Request("msg", "after the error"))
+        alice.resume()
+        self.clock.advance(0)
+        self.assertEqual([r["response"] for r in a.take()], ["error"])
+        self.assertTrue(a.disconnected)
+        self.assertFalse(alice.connected)
+        self.assertEqual(b.take(), [])
+        alice.info("late")
+        self.assertEqual(a.take(), [])
+
     def test_vanished_client(self):
         """
         A client that drops without logging out frees its name at once and

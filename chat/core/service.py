@@ -285,8 +285,12 @@ class ChatService:
             stats.requests["", "malformed"] += 1
             session.error(request.reason, "malformed")
             if request.fatal:
+                # The server cuts it, as for flooding: through the one
+                # close path, so nothing queued behind it is handled.
                 self.log.info("Disconnecting a client: {reason}", reason=request.reason)
-                session.client.disconnect()
+                stats.dropped["too_large"] += 1
+                session.departure = "dropped"
+                session.close()
             return
         command = COMMANDS.get(request.word)
         if command is None:

@@ -19,7 +19,8 @@ class Stats:
         C{"handled"}, C{"malformed"}, C{"unknown"} or C{"not_logged_in"}.
     @ivar errors: C{error} responses sent, by kind.
     @ivar dropped: connections dropped by the server, by reason
-        (C{"not_reading"}, C{"flooding"}).
+        (C{"not_reading"}, C{"flooding"}, C{"too_large"}: a request over
+        the size bound).
     """
 
     def __init__(self) -> None:

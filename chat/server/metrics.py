@@ -76,7 +76,7 @@ class ChatCollector:
         dropped = CounterMetricFamily(
             "chat_dropped_clients", "Connections the server dropped, by reason.", labels=["reason"]
         )
-        for reason in ("not_reading", "flooding"):
+        for reason in ("not_reading", "flooding", "too_large"):
             dropped.add_metric([reason], stats.dropped[reason])
         yield dropped
 
