@@ -189,6 +189,26 @@ class StreamDecoderTests(TestCase):
         self.assertEqual(out[0], {"request": "help"})
         self.assertTrue(out[1].fatal)
 
+    def test_bound_counts_bytes(self):
+        """
+        The bound is in bytes as they came on the wire, as the error says:
+        a request of 60 two-byte characters (120 bytes) is over a bound of
+        100 whatever the chunking, whole or still arriving; one of exactly
+        100 bytes is not.
+        """
+        over = '{"a":"'.encode() + "\u00e9".encode() * 60 + b'"}'
+        for data in (over, over[:-2]):
+            for size in (1, 2, 7, len(data)):
+                out = feed_in_chunks(data, size, StreamDecoder(max_size=100))
+                self.assertEqual(len(out), 1, f"{len(data)} bytes, chunk size {size}")
+                self.assertTrue(out[0].fatal, f"{len(data)} bytes, chunk size {size}")
+                self.assertEqual(out[0].reason, "Request too large (limit 100 bytes)")
+        exact = '{"a":"'.encode() + "\u00e9".encode() * 46 + b'"}'
+        self.assertEqual(len(exact), 100)
+        for size in (1, 3, len(exact)):
+            out = feed_in_chunks(exact, size, StreamDecoder(max_size=100))
+            self.assertEqual(out, [{"a": "\u00e9" * 46}], f"chunk size {size}")
+
     def test_broken_past_the_bound_every_chunking(self):
         """
         A value found broken only by characters past the bound (a bare word,

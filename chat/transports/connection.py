@@ -25,8 +25,8 @@ class ConnectionLimits:
     """
     Bounds on connections, enforced by each connection and by L{Admission}.
 
-    @ivar max_request_size: the largest request, in bytes (characters once
-        decoded); a larger one gets an C{error} and the connection is closed.
+    @ivar max_request_size: the largest request, in bytes as it came on the
+        wire; a larger one gets an C{error} and the connection is closed.
     @ivar max_connections: connections open at once; 0 for no limit.
     @ivar max_connections_per_address: connections open at once from one
         source address; 0 for no limit.

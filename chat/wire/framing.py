@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, List, Optional, Pattern, Union
 
-#: Default bound on the size of one JSON value (in characters).
+#: Default bound on the size of one JSON value, in bytes as they came.
 MAX_VALUE_SIZE = 64 * 1024
 
 _WHITESPACE = re.compile(r"[ \t\r\n]*")
@@ -85,6 +85,8 @@ class StreamDecoder:
     request gets one error and never swallows the requests after it, and
     pretty-printed objects over several lines still work.
 
+    @ivar max_size: the bound on one value, in bytes as they came (UTF-8):
+        a value over it is a fatal L{DecodeError}.
     @ivar newline_seen: whether a newline has been seen between two values,
         which tells a streaming peer from a legacy one that sends bare JSON.
     """
@@ -93,7 +95,7 @@ class StreamDecoder:
     __slots__ = (
         "max_size", "newline_seen", "_utf8", "_buffer", "_failed", "_start",
         "_scanned", "_stack", "_expect", "_in_string", "_key", "_junk",
-        "_broken_at", "_broken_seen",
+        "_broken_at", "_broken_seen", "_counted", "_counted_bytes",
     )  # fmt: skip
 
     def __init__(self, max_size: int = MAX_VALUE_SIZE) -> None:
@@ -120,6 +122,11 @@ class StreamDecoder:
         # Skipping junk: at top level up to white space, after a broken
         # value up to the next line or object.
         self._junk: Optional[Pattern[str]] = None
+        # The bytes of the value being scanned, counted up to _counted
+        # (None: not yet), so that a value that arrives in many pieces is
+        # encoded once in all, not once per piece (see _waiting_over).
+        self._counted: Optional[int] = None
+        self._counted_bytes = 0
 
     @property
     def buffered(self) -> int:
@@ -166,7 +173,7 @@ class StreamDecoder:
                     except (ValueError, RecursionError):
                         pass
                     else:
-                        if end - pos > self.max_size:
+                        if self._over(buf, pos, end):
                             return self._fail(results)
                         results.append(self._checked(buf, pos, end, value))
                         pos = end
@@ -175,14 +182,14 @@ class StreamDecoder:
                 self._stack = []
             end = self._scan(buf)
             if end is None:
-                if len(buf) - self._start > self.max_size:
+                if self._waiting_over(buf):
                     return self._fail(results)
                 break
             if end == _BROKEN:
                 broken = self._broken_at
                 # Bounded by what had to be read to know (as a chunk that
                 # ended there would have been while it waited for more).
-                if self._broken_seen - self._start > self.max_size:
+                if self._over(buf, self._start, self._broken_seen):
                     return self._fail(results)
                 results.append(DecodeError(f"Malformed JSON: {_EXPECTED[self._expect]}"))
                 self._reset_value()
@@ -191,7 +198,7 @@ class StreamDecoder:
                 pos = broken
                 self._junk = _BROKEN_JUNK
                 continue
-            if end - self._start > self.max_size:
+            if self._over(buf, self._start, end):
                 return self._fail(results)
             try:
                 value = json.loads(buf[self._start : end])
@@ -208,6 +215,8 @@ class StreamDecoder:
         if self._start is not None:
             self._start -= keep
             self._scanned -= keep
+            if self._counted is not None:
+                self._counted -= keep
         return results
 
     def _decode(self, data: bytes) -> str:
@@ -231,6 +240,41 @@ class StreamDecoder:
         if _UNDECODABLE.search(buf, start, end):
             return DecodeError("Invalid UTF-8 in request")
         return value
+
+    def _over(self, buf: str, start: int, end: int) -> bool:
+        """
+        Whether C{buf[start:end]} is over the bound, counted in UTF-8 bytes
+        as it came (a byte that was not UTF-8 is one character, and one
+        byte, of the buffer). Text all ASCII (which Python knows without
+        looking), or too short to be over at four bytes a character, is
+        not encoded to count.
+        """
+        chars = end - start
+        if chars > self.max_size:
+            return True
+        if buf.isascii() or 4 * chars <= self.max_size:
+            return False
+        return len(buf[start:end].encode("utf-8", "surrogateescape")) > self.max_size
+
+    def _waiting_over(self, buf: str) -> bool:
+        """
+        Whether the value still arriving (from C{self._start} to the end of
+        C{buf}) is over the bound: as L{_over}, but counting only what came
+        since the last count.
+        """
+        start = self._start
+        assert start is not None
+        chars = len(buf) - start
+        if chars > self.max_size:
+            return True
+        if buf.isascii() or 4 * chars <= self.max_size:
+            return False
+        counted = self._counted
+        if counted is None:
+            counted, self._counted_bytes = start, 0
+        self._counted_bytes += len(buf[counted:].encode("utf-8", "surrogateescape"))
+        self._counted = len(buf)
+        return self._counted_bytes > self.max_size
 
     def _fail(self, results: List[Union[Any, DecodeError]]) -> List[Union[Any, DecodeError]]:
         self._failed = True
