@@ -114,6 +114,36 @@ class PluginTests(TestCase):
         [listener] = list(server)
         self.assertIsNotNone(listener._waitingForPort.result.getHost().port)
 
+    def test_numbers_too_large_for_where_they_go(self):
+        """
+        A backlog= in --port or --metrics larger than listen() takes (a C
+        int), and a --history-limit larger than the history window and
+        SQLite's LIMIT take (2**63 - 1), are usage errors that say the
+        most allowed (a backlog's naming the option), not OverflowError
+        tracebacks at start-up.
+        """
+        for bad, said in (
+            (
+                ["--port", "tcp:0:interface=127.0.0.1:backlog=99999999999999"],
+                "--port: backlog 99999999999999 is not between 0 and 2147483647",
+            ),
+            (["--port", "unix:chat.sock:backlog=2147483648"], "--port: backlog"),
+            (["--metrics", "tcp:0:backlog=99999999999999"], "--metrics: backlog"),
+            (["--history-limit", str(2**63)], f"is not between 0 and {2**63 - 1}"),
+        ):
+            with self.assertRaises(usage.UsageError) as caught:
+                opts.Options().parseOptions(bad)
+            self.assertIn(said, str(caught.exception))
+        options = opts.Options()
+        options.parseOptions(
+            [
+                "--port", "tcp:0:backlog=2147483647",
+                "--metrics", "tcp:0:backlog=5",
+                "--history-limit", str(2**63 - 1),
+            ]
+        )  # fmt: skip
+        self.assertEqual(options["history-limit"], 2**63 - 1)
+
     def test_make_service(self):
         """
         makeService composes the chat server; starting it opens the database

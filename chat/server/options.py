@@ -25,6 +25,14 @@ DEFAULT_DATABASE = "chat.sqlite3"
 #: The endpoint types that take C{backlog=}; C{unix} also takes C{mode=}.
 _BACKLOG_TYPES = ("tcp", "tcp6", "ssl", "unix")
 
+#: The largest backlog listen() takes (a C int); past it, an
+#: OverflowError at start-up. The kernel caps any backlog at somaxconn.
+MAX_BACKLOG = 2**31 - 1
+
+#: The largest --history-limit: what the history window (a deque) and
+#: SQLite's LIMIT take (a 64-bit signed integer).
+MAX_HISTORY_LIMIT = 2**63 - 1
+
 #: A Unix socket's mode unless the description sets one: the owner and
 #: its group may connect, nobody else (Twisted's default is 0666).
 UNIX_MODE = "660"
@@ -93,7 +101,10 @@ def tcp_port(description: str) -> Optional[int]:
     or None for another kind or a port that is not a number (Twisted's own
     parsing says what is wrong with that).
     """
-    kind, args, kwargs = parse_description(description)
+    return _port(*parse_description(description))
+
+
+def _port(kind: str, args: List[str], kwargs: Dict[str, str]) -> Optional[int]:
     if kind not in ("tcp", "tcp6", "ssl"):
         return None
     try:
@@ -102,15 +113,26 @@ def tcp_port(description: str) -> Optional[int]:
         return None
 
 
-def _check_port_number(option: str, description: str) -> None:
+def _check_numbers(option: str, description: str) -> None:
     """
-    A usage error for a TCP port number outside 0 to 65535 in
-    C{description}: Twisted takes any number and only C{bind()} refuses
-    it, with an C{OverflowError} traceback at start-up.
+    A usage error for a number in C{description} that Twisted takes but
+    the socket refuses, with an C{OverflowError} traceback at start-up: a
+    TCP port number outside 0 to 65535 (refused by C{bind()}), a backlog
+    outside 0 to L{MAX_BACKLOG} (by C{listen()}).
     """
-    port = tcp_port(description)
+    kind, args, kwargs = parse_description(description)
+    port = _port(kind, args, kwargs)
     if port is not None and not 0 <= port <= 65535:
         raise usage.UsageError(f"{option}: port {port} is not between 0 and 65535")
+    if kind in _BACKLOG_TYPES and "backlog" in kwargs:
+        try:
+            backlog = int(kwargs["backlog"])
+        except ValueError:
+            return  # (Twisted's own parsing has said what is wrong)
+        if not 0 <= backlog <= MAX_BACKLOG:
+            raise usage.UsageError(
+                f"{option}: backlog {backlog} is not between 0 and {MAX_BACKLOG}"
+            )
 
 
 def _positive(value: str) -> int:
@@ -131,7 +153,8 @@ def _between(low: int, high: int) -> Callable[[str], int]:
     """
     A whole number from C{low} to C{high}: for the TCP keepalive options,
     whose values past Linux's limits (32,767 seconds, 127 probes) the
-    kernel would refuse, leaving its own defaults in place.
+    kernel would refuse, leaving its own defaults in place; for a number
+    that must fit where it goes (L{MAX_HISTORY_LIMIT}).
     """
 
     def check(value: str) -> int:
@@ -210,7 +233,7 @@ class Options(usage.Options):
             "How many of the latest messages a login gets (older ones are paged "
             "with the history request; a bare-JSON client gets the newest part "
             "it can read in about 0.4 s, 32 KiB).",
-            _count,
+            _between(0, MAX_HISTORY_LIMIT),
         ],
         [
             "metrics",
@@ -374,7 +397,7 @@ class Options(usage.Options):
             self["backlog"] = default_backlog()
         # listen() takes a C int (past it, an OverflowError at start-up);
         # the kernel caps any backlog at somaxconn anyway.
-        self["backlog"] = min(self["backlog"], 2**31 - 1)
+        self["backlog"] = min(self["backlog"], MAX_BACKLOG)
         if self["log-format"] not in ("text", "json"):
             raise usage.UsageError("--log-format must be 'text' or 'json'")
         twistd = self.parent
@@ -399,12 +422,12 @@ class Options(usage.Options):
             fail(f"--port {port}: a module it needs is missing ({e})")
         except OSError as e:
             fail(f"--port {port}: cannot read {e.filename or 'a file'}: {e.strerror or e}")
-        _check_port_number("--port", port)
+        _check_numbers("--port", port)
         if self["metrics"]:
             try:
                 endpoints.serverFromString(reactor, self["metrics"])
             except (ValueError, KeyError, TypeError) as e:
                 raise usage.UsageError(f"--metrics: not an endpoint description ({e})") from e
-            _check_port_number("--metrics", self["metrics"])
+            _check_numbers("--metrics", self["metrics"])
         if self["history-format"] not in ("string", "object"):
             raise usage.UsageError("--history-format must be 'string' or 'object'")
