@@ -153,3 +153,37 @@ class SignalTests(TestCase):
         self.assertIn("going away", rest[-1]["content"])
         self.assertEqual(server.process.wait(), 0)
         self.assertIn("SIGHUP: logging to standard output", server.log())
+
+    def test_second_stop_signal_during_shutdown(self):
+        """
+        A SIGTERM or Ctrl-C (SIGINT) while a graceful shutdown is still
+        under way (sending a legacy client what it was due, paced) logs one
+        line saying so, not Twisted's ReactorNotRunning traceback; the
+        shutdown goes on, and the process exits as SIGTERM makes it.
+        """
+        server = ServerProcess(self.directory, "-d", self.database, "--flood-rate=0").start()
+        self.addCleanup(server.kill)
+        alice = SocketClient(server.port)
+        self.addCleanup(alice.close)
+        alice.login("alice")
+        watcher = SocketClient(server.port, newline=False)
+        self.addCleanup(watcher.close)
+        watcher.login("watcher")
+        texts = [f"m{i} " + "x" * 900 for i in range(200)]
+        for text in texts:
+            alice.send("msg", text)
+        alice.read(200)
+        server.process.send_signal(signal.SIGTERM)
+        server.wait_for_log(r"Received SIGTERM, shutting down")
+        server.process.send_signal(signal.SIGTERM)
+        server.wait_for_log(r"Received SIGTERM: already shutting down")
+        server.process.send_signal(signal.SIGINT)
+        server.wait_for_log(r"Received SIGINT: already shutting down")
+        rest = watcher.read_until_closed()
+        self.assertEqual([m["content"] for m in watcher.messages()], texts)
+        self.assertIn("going away", rest[-1]["content"])
+        self.assertEqual(server.process.wait(), -signal.SIGTERM)
+        log = server.log()
+        self.assertNotIn("Traceback", log)
+        self.assertNotIn("ReactorNotRunning", log)
+        self.assertEqual(log.count("Received SIGTERM, shutting down"), 1)
