@@ -535,19 +535,49 @@ class PrivateMessageTests(ServiceTestsMixin, TestCase):
 
     def test_recipient_gone_before_stored(self):
         """
-        A private message whose recipient left while it was stored is kept,
-        and its sender still gets the echo.
+        A private message whose recipient logged out or disconnected while
+        it was stored is kept in their conversation, and its sender is told
+        so in an error, not echoed the message as if it had reached them.
         """
         store = self.controlled_store()
         alice, a = self.logged_in("alice")
         bob, b = self.logged_in("bob")
+        carol, c = self.logged_in("carol")
         store.release_all()
-        a.take()
+        a.take(), b.take(), c.take()
         self.send(alice, "pm", "bob bye")
-        bob.lost()
+        self.send(bob, "logout")
+        [held] = store.pending  # bob logged out while the pm is stored
+        self.assertEqual((held.name, [m.content for m in held.args[0]]), ("append", ["bye"]))
+        store.release()
+        self.clock.advance(0)
+        self.assertEqual(
+            [(r["response"], r["content"]) for r in a.take()],
+            [
+                (
+                    "error",
+                    "bob left before your private message reached them; "
+                    "it is kept in your conversation (pm bob)",
+                )
+            ],
+        )
+        self.assertEqual([r["content"] for r in b.take()], ["Logged out"])
+        self.send(alice, "pm", "carol bye too")
+        carol.lost()
         store.release_all()
         self.clock.advance(0)
-        self.assertEqual([r["content"] for r in a.take()], ["(private to bob) bye"])
+        self.assertEqual(
+            [r["content"] for r in a.take()],
+            [
+                "carol left before your private message reached them; "
+                "it is kept in your conversation (pm carol)"
+            ],
+        )
+        self.assertEqual(c.take(), [])
+        self.assertEqual(
+            [(m.room, m.content) for m in store.memory.messages],
+            [(private_key("alice", "bob"), "bye"), (private_key("alice", "carol"), "bye too")],
+        )
 
 
 class CapabilityTests(ServiceTestsMixin, TestCase):

@@ -767,15 +767,23 @@ class ChatService:
 
     def _deliver_private(self, sender: Session, message: ChatMessage, to: str) -> None:
         """
-        Show a stored private message to its recipient (if still here) and
-        to its sender.
+        Show a stored private message to its recipient and, as an echo, to
+        its sender; if the recipient left while it was stored, tell the
+        sender so instead (the message stays in their conversation).
         """
         recipient = self._users.get(to.lower())
         delivered = 0
-        for session, echo in ((recipient, False), (sender, True)):
-            if session is not None and session.connected:
-                session.send(Private(message, to, echo))
-                delivered += 1
+        if recipient is None or not recipient.connected:
+            sender.error(
+                f"{to} left before your private message reached them; "
+                f"it is kept in your conversation (pm {to})",
+                "recipient_left",
+            )
+        else:
+            for session, echo in ((recipient, False), (sender, True)):
+                if session.connected:
+                    session.send(Private(message, to, echo))
+                    delivered += 1
         self.stats.deliveries += delivered
         self.stats.bytes_delivered += delivered * len(message.line)
 
