@@ -549,6 +549,22 @@ class ProtocolTests(ConnectedTestCase):
         self.proto.dataReceived(json.dumps(response("info", "xyz")).encode())
         self.assertEqual(self.proto.names, {"alice", "bob", "carol", "dave"})
 
+    def test_broadcast_info_is_not_the_names_answer(self) -> None:
+        """
+        An C{info} broadcast (another user's notice) that arrives while the
+        answer to C{names} is due gives Tab completion none of its words;
+        the answer that follows it (it names the user, who is logged in)
+        gives its names.
+        """
+        self.proto.send_line("login alice")
+        self.proto.dataReceived(json.dumps(response("info", "Login successful")).encode())
+        self.proto.dataReceived(json.dumps(response("history", [])).encode())
+        self.clock.advance(REQUEST_GAP)
+        self.proto.send_line("names")
+        self.proto.dataReceived(json.dumps(response("info", "bob has joined the chat")).encode())
+        self.proto.dataReceived(json.dumps(response("info", "alice, bob")).encode())
+        self.assertEqual(self.proto.names, {"alice", "bob"})
+
     def test_server_closes_after_logout(self) -> None:
         """
         The server closing the connection after logout is an expected end.

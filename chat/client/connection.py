@@ -182,6 +182,9 @@ class ChatClientProtocol(Protocol):
         # History responses due after answers (login, join) that are not
         # answers themselves.
         self._histories_due = 0
+        # An info that answered names held no names (a broadcast that came
+        # first): the next info that does is taken for the answer.
+        self._names_owed = False
         self._logout_written = False
         self._logout_answered = False
         self._next_send: Optional[IDelayedCall] = None
@@ -426,7 +429,24 @@ class ChatClientProtocol(Protocol):
             return None
         elif word not in ("info", "error") and isinstance(content, list):
             self.names.update(names_from(content))
-        return self._match_answer(word, value)
+        answered = self._match_answer(word, value)
+        if word == "info" and self._names_owed and (answered is None or answered[0] != "names"):
+            # An info broadcast was taken for the answer to names: this may
+            # be the answer.
+            self._names_owed = not self._take_names(value)
+        return answered
+
+    def _take_names(self, value: Any) -> bool:
+        # Learn the names in an answer to names; whether it was one. Once
+        # logged in, the user is among the names (an info broadcast such
+        # as "bob has joined" is not, and its words are not names).
+        found = names_from(field(value, "content"))
+        if not found:
+            return False
+        if self.username is not None and not any(same_name(n, self.username) for n in found):
+            return False
+        self.names.update(found)
+        return True
 
     def _answers(self, word: str, value: Any, request: str, content: Any) -> bool:
         # Whether a response of the kind `word` answers `request`.
@@ -452,7 +472,7 @@ class ChatClientProtocol(Protocol):
             self.username = content.strip()
             self._histories_due += 1
         elif request == "names" and word == "info":
-            self.names.update(names_from(field(value, "content")))
+            self._names_owed = not self._take_names(value)
         elif request == "logout":
             self._logout_answered = True
         elif request == "cap":
