@@ -736,6 +736,25 @@ class AnswerTests(ConnectedTestCase):
         self.proto.connectionLost(Failure(ierror.ConnectionLost()))
         self.assertEqual(self.endings[0].expected, False)
 
+    def test_lines_not_sent_are_named(self) -> None:
+        """
+        Typed lines still waiting their turn (REQUEST_GAP) when the
+        connection ends were never written: the user is told each of
+        them, and of nothing that was written or that the client sent on
+        its own.
+        """
+        self.proto.send_line("login bob")
+        self.proto.send_line("msg one")
+        self.proto.send_request("join", "dev")
+        self.proto.send_line("msg two")
+        self.clock.advance(REQUEST_GAP)
+        self.assertEqual(len(self.transport.value().splitlines()), 2)
+        self.proto.connectionLost(Failure(ierror.ConnectionLost()))
+        self.assertEqual(
+            self.view.values,
+            [("notice", "Not sent before the connection ended: msg two")],
+        )
+
     def test_answers_matched(self) -> None:
         """
         Each request is answered by the next response that is not history;

@@ -701,9 +701,9 @@ class IssueTests(TestCase):
         """
         Bug 1: a server that refuses the connection ("Server full") while
         login and logout are queued: the logout never went out, so the exit
-        status is 1, with the reason on standard error. (The one place is
-        taken by a logged-in user: one that has not logged in would be
-        closed to make room.)
+        status is 1, with the reason on standard error, after a line for
+        each line of input not sent. (The one place is taken by a logged-in
+        user: one that has not logged in would be closed to make room.)
         """
         port, _ = await start_server(self, "--max-connections", "1")
         answered: defer.Deferred = defer.Deferred()
@@ -720,7 +720,12 @@ class IssueTests(TestCase):
         client = await run_client(self, ["--port", str(port)], b"login x\nlogout\n")
         self.assertEqual(client.code, 1, client.out)
         self.assertIn("[error] Server full", client.out.decode())
-        self.assertEqual(client.err, b"chat: the server closed the connection\n")
+        self.assertEqual(
+            client.err,
+            b"chat: Not sent before the connection ended: login x\n"
+            b"chat: Not sent before the connection ended: logout\n"
+            b"chat: the server closed the connection\n",
+        )
 
     async def test_untrusted_certificate(self) -> None:
         """

@@ -170,10 +170,30 @@ class NegotiationTests(TestCase):
         self.assertEqual(wire.shown(), [response("error", "Username taken")])
         self.assertEqual([r[0] for r in wire.replies], ["login"])
 
+    def test_lines_waiting_for_cap_not_sent(self) -> None:
+        """
+        Lines typed while the answer to cap is awaited wait unwritten; if
+        the connection ends then, the user is told they were not sent.
+        """
+        wire = Wire()
+        wire.proto.send_line("login alice")
+        wire.proto.send_line("/me waves")
+        wire.clock.advance(CAP_TIMEOUT / 2)
+        wire.proto.connectionLost(Failure(ierror.ConnectionLost()))
+        self.assertEqual(wire.transport.value(), b"")
+        self.assertEqual(
+            wire.shown(),
+            [
+                ("notice", "Not sent before the connection ended: login alice"),
+                ("notice", "Not sent before the connection ended: /me waves"),
+            ],
+        )
+
     def test_server_full_is_shown(self) -> None:
         """
         An error the server sends on its own before it reads cap, and then
-        closes (our server's "Server full"), is shown after all.
+        closes (our server's "Server full"), is shown after all, and the
+        line still waiting its turn is named as not sent.
         """
         wire = Wire()
         wire.proto.send_line("login x")
@@ -181,7 +201,9 @@ class NegotiationTests(TestCase):
         wire.receive(full)
         self.assertEqual(wire.shown(), [])
         wire.proto.connectionLost(Failure(ierror.ConnectionDone()))
-        self.assertEqual(wire.shown(), [full])
+        self.assertEqual(
+            wire.shown(), [full, ("notice", "Not sent before the connection ended: login x")]
+        )
         self.assertEqual(wire.endings[0].reason, "the server closed the connection")
 
     def test_refusal_then_quit_not_shown(self) -> None:
@@ -819,6 +841,33 @@ class ReconnectTests(TestCase):
         )
         self.assertIn(("notice", "Logged in again as alice."), view.values)
         session.quit()
+
+
+class UnsentLineTests(TestCase):
+    """
+    Lines the session takes while it has no connection.
+    """
+
+    def test_line_after_the_drop_is_named(self) -> None:
+        """
+        A line given to a session whose connection has ended (plain mode,
+        which never reconnects, reads on until it stops) is not sent, and
+        the user is told so, as for one that was still waiting its turn.
+        """
+        clock = Clock()
+        endpoint = FakeEndpoint()
+        view = RecordingView()
+        session = ChatSession(endpoint, view, clock, reconnect=False, rooms=RoomState(()))
+        self.successResultOf(defer.ensureDeferred(session.start()))
+        proto, transport = endpoint.connections[0]
+        proto.connectionLost(Failure(ierror.ConnectionDone()))
+        self.assertIsNone(session.send_line("msg late"))
+        self.assertIsNone(session.send_line("   "))
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual(
+            view.values, [("notice", "Not sent before the connection ended: msg late")]
+        )
+        clock.advance(0)
 
 
 class PlainPresenceTests(TestCase):

@@ -18,6 +18,9 @@ The client's side of the network.
   (our server's C{error} "Server full", and then it closes): an answer that
   grants nothing is shown after all if the server closes the connection
   before it sends anything else.
+
+  A typed line still waiting to be written when the connection ends is
+  named to the user (L{NOT_SENT}), never sent on a later connection.
 - L{ChatSession}: the session across connections, on Twisted's
   L{ClientService}. When a connection drops it says so, retries with
   backoff, logs in again under the same name (retrying the login a few
@@ -72,6 +75,9 @@ RELOGIN_DELAY = 1.0
 #: connection before sending the rest anyway (a server that answers unknown
 #: requests with nothing at all).
 CAP_TIMEOUT = 3.0
+
+#: How the user is told of a line entered but never written.
+NOT_SENT = "Not sent before the connection ended: "
 
 #: What connectionLost gets when the reason is not given.
 _CONNECTION_DONE = Failure(ierror.ConnectionDone())
@@ -169,8 +175,9 @@ class ChatClientProtocol(Protocol):
         self.rooms = RoomState(wanted=()) if rooms is None else rooms
         # Requests waiting for their turn (REQUEST_GAP); login_sent and
         # logout_sent count those too. The flag marks the client's own
-        # requests (cap), whose answers the view is not given.
-        self._queue: Deque[Tuple[str, Any, bytes, bool]] = deque()
+        # requests (cap), whose answers the view is not given; the line is
+        # what the user typed, if the request comes from one.
+        self._queue: Deque[Tuple[str, Any, bytes, bool, Optional[str]]] = deque()
         # Requests written and not answered yet, oldest first.
         self._awaiting: Deque[Tuple[str, Any, bool]] = deque()
         # While the opening cap is unanswered: the call that gives up on it.
@@ -229,14 +236,18 @@ class ChatClientProtocol(Protocol):
         """
         request = parse_input(line)
         if request is not None:
-            self.send_request(*request)
+            self.send_request(*request, line=line)
         return request
 
-    def send_request(self, word: str, content: Any, own: bool = False) -> None:
+    def send_request(
+        self, word: str, content: Any, own: bool = False, line: Optional[str] = None
+    ) -> None:
         """
         Queue one request. Nothing is sent once the client is closing.
 
         @param own: the client's own request, whose answer is not shown.
+        @param line: the line the user typed for it, named to the user if
+            the connection ends before the request is written.
         """
         if self._closing or self._quit_linger is not None:
             return
@@ -244,7 +255,7 @@ class ChatClientProtocol(Protocol):
             self.login_sent = True
         elif word == "logout":
             self.logout_sent = True
-        self._queue.append((word, content, encode_request(word, content), own))
+        self._queue.append((word, content, encode_request(word, content), own, line))
         self._kick()
 
     def send_cap(self) -> None:
@@ -269,7 +280,7 @@ class ChatClientProtocol(Protocol):
         self._next_send = None
         if not self._queue or not self._usable or self._cap_wait is not None:
             return
-        word, content, data, own = self._queue.popleft()
+        word, content, data, own, _ = self._queue.popleft()
         self.transport.write(data)
         self._awaiting.append((word, content, own))
         if word == "logout":
@@ -388,7 +399,7 @@ class ChatClientProtocol(Protocol):
         if self.rooms.wanted:
             self._opening_cap = True
             content = self.rooms.cap_content()
-            self._queue.appendleft(("cap", content, encode_request("cap", content), True))
+            self._queue.appendleft(("cap", content, encode_request("cap", content), True, None))
         if self._queue and self._next_send is None:
             self._send_next()
         waiters, self._ready_waiters = self._ready_waiters, []
@@ -522,11 +533,17 @@ class ChatClientProtocol(Protocol):
             if call is not None and call.active():
                 call.cancel()
         self._next_send = self._closer = self._quiet_call = self._cap_wait = None
+        unsent = [line for *_, line in self._queue if line is not None]
         self._queue.clear()
         if self._withheld is not None and not self._closing:
             # Not an answer to cap after all: the server's reason to close.
             self.view.received(self._withheld)
         self._withheld = None
+        for line in unsent:
+            # Shown as sent, but never written (it waited for its turn or
+            # for the answer to cap): not sent again on a new connection,
+            # where it could be stale or land in another room.
+            self.view.notice(NOT_SENT + line)
         clean = not isinstance(reason, Failure) or reason.check(ierror.ConnectionDone)
         # A logout counts once it was written and then answered, or the
         # server closed the connection after it (as most servers do).
@@ -748,9 +765,13 @@ class ChatSession:
 
     def send_line(self, line: str) -> Optional[Tuple[str, Optional[str]]]:
         """
-        Send a typed line; nothing is sent while disconnected.
+        Send a typed line; nothing is sent while disconnected, and the user
+        is told so (plain mode reads on after the connection ended; the
+        interactive front end keeps the line instead of giving it).
         """
         if self.protocol is None:
+            if parse_input(line) is not None:
+                self.view.notice(NOT_SENT + line)
             return None
         return self.protocol.send_line(line)
 
