@@ -723,6 +723,23 @@ class ConsoleTests(TestCase):
         s.type(b"\x18")
         self.assertEqual(s.client.requests, [("join", "lobby")])
 
+    def test_ctrl_x_while_disconnected(self) -> None:
+        """
+        Ctrl-X while the connection is down (the rooms are joined again
+        only after the reconnect) says so, not that there is no other
+        room, and sends nothing.
+        """
+        s, rooms = self.screen()
+        rooms.set_extensions(frozenset(EXTENSIONS))
+        rooms.answered("login", "alice", response("info", "ok"))
+        rooms.answered("join", "dev", ext("info", "Joined dev", room="dev"))
+        rooms.connection_lost()
+        s.client.connected = False
+        s.type(b"\x18")
+        self.assertNotIn("No other room", s.lines()[-2])
+        self.assertIn("*** Not connected", s.lines()[-2])
+        self.assertEqual(s.client.requests, [])
+
     def test_presence_command(self) -> None:
         """
         /presence off and on reach the session, and its answer is shown.

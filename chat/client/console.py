@@ -650,6 +650,11 @@ class ChatConsole(insults.TerminalProtocol):
         Ctrl-X: make the next room joined the current one (a C{join} of a
         room the user is in switches to it without leaving any).
         """
+        if self.client is not None and not self.client.connected:
+            # The rooms of the lost connection are joined again only once
+            # the session has reconnected and logged in again.
+            self.notice("Not connected: Ctrl-X switches rooms once reconnected.")
+            return
         rooms = self.renderer.rooms
         room = rooms.next_room() if rooms is not None and rooms.rooms_on else None
         if room is None:
