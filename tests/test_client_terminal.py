@@ -18,7 +18,13 @@ from twisted.trial.unittest import TestCase
 from chat.client import cli
 from chat.client.cli import Options, make_front_end
 from chat.client.commands import parse_input
-from chat.client.console import ChatConsole, InteractiveFrontEnd, KeyboardProtocol, char_width
+from chat.client.console import (
+    ChatConsole,
+    InteractiveFrontEnd,
+    KeyboardProtocol,
+    char_width,
+    text_rows,
+)
 from chat.client.display import Renderer
 from chat.client.plain import PlainFrontEnd, json_formatter, plain_formatter
 from chat.wire import DecodeError
@@ -217,6 +223,25 @@ class ConsoleTests(TestCase):
         self.assertEqual(s.client.lines, ["msg blåbæ "])
         self.assertEqual(char_width("你"), 2)
         self.assertEqual(char_width("\u0301"), 0)
+
+    def test_zero_width_characters(self) -> None:
+        """
+        Characters that take no column on a terminal but are not combining
+        marks (zero width space, zero width joiner, the emoji variation
+        selector) take none in the input line, so the cursor is drawn where
+        the terminal has it, and none in the rows a line is counted to fill.
+        (The screen is read through pyte, which places characters as
+        terminals do.)
+        """
+        for char in "\u200b\u200d\ufe0f\u2060\u20dd":
+            self.assertEqual(char_width(char), 0, hex(ord(char)))
+        self.assertEqual(char_width("\u00ad"), 1)
+        self.assertEqual(text_rows("x" * 79 + "\u200b" * 5, 80), 1)
+        s = Screen()
+        s.type("msg a\u200bb\u200dc\u2764\ufe0f".encode("utf-8"))
+        screen = pyte.Screen(80, 24)
+        pyte.ByteStream(screen).feed(s.raw)
+        self.assertEqual(screen.cursor.x, len("> msg abc\u2764"))
 
     def test_keys_that_are_not_text(self) -> None:
         """

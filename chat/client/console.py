@@ -79,11 +79,26 @@ ALTERNATE_SCREEN_OFF = "\x1b[?1049l"
 _SGR = re.compile(r"\x1b\[[0-9;]*m")
 
 
+# Format characters that terminals do show: the soft hyphen and the signs
+# that stand before Arabic, Syriac and Kaithi numbers.
+_SHOWN_FORMAT = frozenset(
+    "\u00ad\u0600\u0601\u0602\u0603\u0604\u0605\u06dd\u070f\u0890\u0891\u08e2\U000110bd\U000110cd"
+)
+
+
 def char_width(char: str) -> int:
     """
-    How many terminal columns a character takes.
+    How many terminal columns a character takes, as C{wcwidth()} counts
+    them: none for marks that do not space (combining or not: U+FE0F, the
+    emoji variation selector, has combining class 0), for invisible format
+    characters (U+200B zero width space, U+200D zero width joiner) and for
+    the Hangul vowels and final consonants that join the syllable before
+    them; two for wide characters; one for the rest.
     """
-    if unicodedata.combining(char):
+    category = unicodedata.category(char)
+    if category in ("Mn", "Me") or (category == "Cf" and char not in _SHOWN_FORMAT):
+        return 0
+    if "\u1160" <= char <= "\u11ff" or "\ud7b0" <= char <= "\ud7ff":
         return 0
     return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
 
