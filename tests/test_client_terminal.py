@@ -251,6 +251,22 @@ class ConsoleTests(TestCase):
         s.type(b"a\x1bOP\x1b[15~\x1bx\x07\x00\x1b[1;5Cb")
         self.assertEqual(s.row(), "> ab")
 
+    def test_alt_with_non_ascii_key(self) -> None:
+        """
+        Alt with a non-ASCII key (ESC and the key's UTF-8 bytes, which
+        Twisted's key parser splits after the first) inserts nothing, as
+        other Alt chords, not a replacement character for the bytes left
+        over; the keys after it are typed as usual, split across reads or
+        not.
+        """
+        data = b"a\x1b" + "é".encode() + b"b\x1b" + "你".encode() + "ø".encode()
+        data += b"\x1b" + "😀".encode() + b"\x1b\xc3c"
+        for size in (1, len(data)):
+            s = Screen()
+            for i in range(0, len(data), size):
+                s.keyboard.dataReceived(data[i : i + size])
+            self.assertEqual("".join(s.console.buffer), "abøc", size)
+
     def test_quit_keys(self) -> None:
         """
         Ctrl-D on an empty line and Ctrl-C quit; Ctrl-D in a line deletes.

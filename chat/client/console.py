@@ -129,6 +129,17 @@ def text_rows(text: str, width: int) -> int:
     return max(row + (column > 0), 1)
 
 
+def _continuation_bytes(lead: int) -> int:
+    # How many bytes follow this first byte of a character in UTF-8.
+    if 0xC2 <= lead <= 0xDF:
+        return 1
+    if 0xE0 <= lead <= 0xEF:
+        return 2
+    if 0xF0 <= lead <= 0xF4:
+        return 3
+    return 0
+
+
 def _typeable(char: str) -> bool:
     return neutralise(char) == char
 
@@ -213,6 +224,8 @@ class ChatConsole(insults.TerminalProtocol):
         self._view = 0
         self._typeover = False
         self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+        # Bytes still to drop of the non-ASCII key of an Alt chord.
+        self._alt_rest = 0
         self.client: Optional[ChatSession] = None
         self.on_quit: Callable[[], None] = lambda: None
         self.on_line: Callable[[str], None] = lambda line: None
@@ -492,6 +505,11 @@ class ChatConsole(insults.TerminalProtocol):
     # Keys
 
     def keystrokeReceived(self, keyID: Any, modifier: Any) -> None:
+        if self._alt_rest:
+            if modifier is None and isinstance(keyID, bytes) and b"\x80" <= keyID <= b"\xbf":
+                self._alt_rest -= 1
+                return
+            self._alt_rest = 0
         handler = self.keyHandlers.get(keyID)
         if handler is not None:
             if modifier is None or keyID in (self.terminal.LEFT_ARROW, self.terminal.RIGHT_ARROW):
@@ -499,6 +517,10 @@ class ChatConsole(insults.TerminalProtocol):
             return
         if modifier is not None or not isinstance(keyID, bytes) or len(keyID) != 1:
             # Alt chords and named keys (b"[F1]") that have no handler.
+            if modifier is not None and isinstance(keyID, bytes) and len(keyID) == 1:
+                # Alt with a non-ASCII key: the parser gave the first byte
+                # of its UTF-8 with Alt, and gives the rest as keys.
+                self._alt_rest = _continuation_bytes(keyID[0])
             return
         if keyID < b" " or keyID == b"\x7f":
             return
