@@ -15,6 +15,7 @@ import threading
 import time
 
 from twisted.internet import defer, reactor, task
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
@@ -539,6 +540,112 @@ class SQLiteTests(TestCase):
         yield store.close()
         self.assertTrue(backup.called)
         self.assertEqual((yield backup), 5000)
+
+    def only_the_file(self, name):
+        """
+        A copy of the database file alone, without its log: what a
+        checkpoint has copied into it.
+        """
+        copy = os.path.join(self.directory, name)
+        with open(self.path, "rb") as source, open(copy, "wb") as dest:
+            dest.write(source.read())
+        return self.connect(copy)
+
+    @defer.inlineCallbacks
+    def test_checkpoint_from_the_side(self):
+        """
+        The store's own connection leaves checkpoints to the side (its log
+        may grow to WAL_BACKSTOP pages first): after appends of about
+        CHECKPOINT_EVERY pages a checkpoint from another connection copies
+        the log into the database file, which then holds every message
+        appended before it began.
+        """
+        self.patch(sqlite_module, "CHECKPOINT_EVERY", 20)
+        store = yield self.open()
+        (limit,) = yield store._call(
+            lambda: store._db.execute("PRAGMA wal_autocheckpoint").fetchone()
+        )
+        self.assertEqual(limit, sqlite_module.WAL_BACKSTOP)
+        for i in range(19):
+            yield store.append([msg(f"m{i}")])
+        self.assertIsNone(store._checkpointing)
+        self.assertEqual(
+            self.only_the_file("before.db").execute("PRAGMA user_version").fetchone(), (0,)
+        )
+        yield store.append([msg("m19")])
+        self.assertIsNotNone(store._checkpointing)
+        yield store._checkpointing
+        rows = self.only_the_file("after.db").execute("SELECT content FROM messages").fetchall()
+        self.assertEqual([r[0] for r in rows], [f"m{i}" for i in range(20)])
+
+    @defer.inlineCallbacks
+    def test_big_batches_count_their_pages(self):
+        """
+        A commit of many messages counts as the pages it fills: one batch
+        of ROWS_PER_PAGE * CHECKPOINT_EVERY messages starts a checkpoint.
+        """
+        self.patch(sqlite_module, "CHECKPOINT_EVERY", 4)
+        store = yield self.open()
+        yield store.append([msg(f"m{i}") for i in range(3 * sqlite_module.ROWS_PER_PAGE)])
+        self.assertIsNotNone(store._checkpointing)
+        yield store._checkpointing
+
+    @defer.inlineCallbacks
+    def test_failed_checkpoint_is_logged_and_loses_nothing(self):
+        """
+        A checkpoint that fails is logged as a warning; appends go on, and
+        the next one is tried once enough pages are appended again.
+        """
+        self.patch(sqlite_module, "CHECKPOINT_EVERY", 5)
+        tries = []
+
+        def broken(path, busy_timeout):
+            tries.append(path)
+            raise sqlite3.OperationalError("disk I/O error")
+
+        self.patch(sqlite_module, "checkpoint_database", broken)
+        store = yield self.open()
+        with capturedLogs() as events:
+            for i in range(5):
+                yield store.append([msg(f"m{i}")])
+            yield store._checkpointing
+        self.assertEqual(len(tries), 1)
+        self.assertEqual([e["log_level"] for e in events], [LogLevel.warn])
+        self.assertIn("disk I/O error", formatEvent(events[0]))
+        self.assertIn(self.path, formatEvent(events[0]))
+        for i in range(5, 10):
+            yield store.append([msg(f"m{i}")])
+        yield store._checkpointing
+        self.assertEqual(len(tries), 2)
+        self.assertEqual(contents((yield store.recent("lobby", 20))), [f"m{i}" for i in range(10)])
+
+    @defer.inlineCallbacks
+    def test_close_waits_for_a_checkpoint(self):
+        """
+        close lets a checkpoint under way finish before it releases the
+        file's lock (closing that descriptor would drop the checkpoint's
+        POSIX locks).
+        """
+        self.patch(sqlite_module, "CHECKPOINT_EVERY", 1)
+        gate = threading.Event()
+        real = sqlite_module.checkpoint_database
+
+        def slow(path, busy_timeout):
+            gate.wait(10)
+            return real(path, busy_timeout)
+
+        self.patch(sqlite_module, "checkpoint_database", slow)
+        store = yield SQLiteStore.open(self.path, reactor)
+        yield store.append([msg("one")])
+        checkpoint = store._checkpointing
+        closed = store.close()
+        yield task.deferLater(reactor, 0, lambda: None)
+        self.assertFalse(closed.called)
+        self.assertIsNotNone(store._lock_fd)
+        gate.set()
+        yield closed
+        self.assertTrue(checkpoint.called)
+        self.assertIsNone(store._lock_fd)
 
     def test_missing_directory(self):
         """

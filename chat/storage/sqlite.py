@@ -11,6 +11,14 @@ Durability: WAL with C{synchronous=NORMAL}. A commit is a write to the log,
 not an fsync, and survives the process being killed at any moment (only a
 power loss may drop the latest commits).
 
+Checkpoints: copying the log back into the database syncs both files (some
+10 ms on a VM's disk). SQLite does it in the commit that fills the log past
+1,000 pages, so every append waiting behind that commit waited for the
+syncs too: the slowest deliveries of a busy chat. The store's connection
+leaves it (L{WAL_BACKSTOP}) to a checkpoint from a connection of its own on
+the reactor's thread pool, started every L{CHECKPOINT_EVERY} pages or so
+of appends, which the writer does not wait for.
+
 Schema: versioned by C{PRAGMA user_version}, in C{schema/vN.sql}, where
 C{v1.sql} is the schema of the first release (which left user_version at
 0) and each later file upgrades the one before it. Opening applies what is
@@ -37,6 +45,7 @@ from typing import Any, Callable, Deque, Iterator, List, Optional, Sequence, Set
 
 from twisted.internet.defer import Deferred, DeferredList, fail, inlineCallbacks, succeed
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
@@ -57,6 +66,16 @@ VERSION = 2
 
 #: At most this many messages in one group-commit transaction.
 MAX_GROUP = 8192
+
+#: Start a checkpoint after appends of about this many pages to the log
+#: (SQLite's own default is 1,000): a commit counts one page, and one more
+#: for every L{ROWS_PER_PAGE} messages in it.
+CHECKPOINT_EVERY = 500
+ROWS_PER_PAGE = 32
+
+#: The store's own connection checkpoints only if the log passes this many
+#: pages (40 MB): a backstop, should checkpoints from the side fail or lag.
+WAL_BACKSTOP = 10000
 
 #: Rows a prune looks at (by age) or removes (by count) per transaction, so
 #: that a big prune never holds the write lock for long.
@@ -158,6 +177,20 @@ def upgrade(db: sqlite3.Connection, name: str) -> int:
     return found
 
 
+def checkpoint_database(path: str, busy_timeout: float) -> int:
+    """
+    Copy what the log of the database at C{path} holds back into it, from a
+    connection of its own, without waiting for its writer (a passive
+    checkpoint); return the number of pages copied. Blocking.
+    """
+    db = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout)
+    try:
+        ((_busy, _log, copied),) = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    finally:
+        db.close()
+    return max(copied, 0)
+
+
 def connect(path: str, busy_timeout: float, check_same_thread: bool = True) -> sqlite3.Connection:
     """
     Open (or create) the database at C{path} for the store, upgraded to the
@@ -173,6 +206,7 @@ def connect(path: str, busy_timeout: float, check_same_thread: bool = True) -> s
         # With WAL, NORMAL keeps every commit across a crash of the
         # process (kill -9); only a power loss may drop the latest ones.
         db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(f"PRAGMA wal_autocheckpoint={WAL_BACKSTOP}")
         upgrade(db, path)
     except BaseException:
         db.close()
@@ -244,6 +278,8 @@ class SQLiteStore:
     @ivar path: the database file, or C{":memory:"}.
     """
 
+    log = Logger()
+
     def __init__(
         self,
         path: str,
@@ -267,7 +303,12 @@ class SQLiteStore:
         self._running = False
         self._closed = False
         self._closing: Optional[Deferred] = None
-        self._backups: Set[Deferred] = set()
+        # Backups and checkpoints: work on connections of their own, which
+        # close() waits for.
+        self._aside: Set[Deferred] = set()
+        # Pages (about) appended to the log since the last checkpoint began.
+        self._unchecked = 0
+        self._checkpointing: Optional[Deferred] = None
 
     @classmethod
     def open(
@@ -380,10 +421,61 @@ class SQLiteStore:
             for d in waiting:
                 d.errback(result)
         elif grouped:
+            self._logged(1 + sum(map(len, result)) // ROWS_PER_PAGE)
             for d, ids in zip(waiting, result):
                 d.callback(ids)
         else:
             waiting[0].callback(result)
+
+    def _logged(self, pages: int) -> None:
+        """
+        About C{pages} pages were appended to the log: start a checkpoint
+        if enough have been since the last one began, and none runs.
+        """
+        self._unchecked += pages
+        if (
+            self._unchecked >= CHECKPOINT_EVERY
+            and self._checkpointing is None
+            and self.path != ":memory:"
+            and not self._closed
+        ):
+            self._unchecked = 0
+            self._checkpointing = self._aside_work(
+                checkpoint_database, self.path, self._busy_timeout
+            ).addErrback(self._checkpoint_failed)
+            self._checkpointing.addBoth(self._checkpointed)
+
+    def _checkpoint_failed(self, failure: Failure) -> None:
+        # Nothing is lost: the log keeps every commit, and the next
+        # checkpoint (or the backstop) copies it.
+        self.log.warn(
+            "Checkpoint of {path} failed: {error}",
+            path=self.path,
+            error=_store_error(self.path, failure).getErrorMessage(),
+        )
+
+    def _checkpointed(self, result: Any) -> Any:
+        self._checkpointing = None
+        return result
+
+    def _aside_work(self, f: Callable[..., Any], *args: Any) -> Deferred:
+        """
+        Run C{f(*args)} on the reactor's thread pool, on a connection of its
+        own; close() waits for it.
+        """
+        d = deferToThreadPool(self._reactor, self._reactor.getThreadPool(), f, *args)
+        # close() waits for it: closing the lock's descriptor would drop
+        # the POSIX locks SQLite holds on the file for its connection in
+        # this process.
+        finished: Deferred = Deferred()
+        self._aside.add(finished)
+
+        def done(result: Any) -> Any:
+            self._aside.discard(finished)
+            finished.callback(None)
+            return result
+
+        return d.addBoth(done)
 
     # Work on the store's thread.
 
@@ -570,21 +662,7 @@ class SQLiteStore:
             return fail(StoreError(f"database {self.path!r} is closed"))
         if self.path == ":memory:":
             return self._call(lambda: backup_connection(self._db, path))
-        d = deferToThreadPool(
-            self._reactor, self._reactor.getThreadPool(), backup_database, self.path, path
-        )
-        # close() waits for it: closing the lock's descriptor would drop
-        # the POSIX locks SQLite holds on the file for the backup's
-        # connection in this process.
-        finished: Deferred = Deferred()
-        self._backups.add(finished)
-
-        def done(result: Any) -> Any:
-            self._backups.discard(finished)
-            finished.callback(None)
-            return result
-
-        return d.addBoth(done)
+        return self._aside_work(backup_database, self.path, path)
 
     def close(self) -> Deferred[None]:
         """
@@ -596,9 +674,7 @@ class SQLiteStore:
             else:
                 self._closing = succeed(None)
             self._closed = True
-            self._closing.addBoth(lambda _: DeferredList(list(self._backups))).addBoth(
-                self._release
-            )
+            self._closing.addBoth(lambda _: DeferredList(list(self._aside))).addBoth(self._release)
         d: Deferred = Deferred()
 
         def done(result: Any) -> Any:
