@@ -592,12 +592,16 @@ class ProtocolTests(ConnectedTestCase):
     def test_quit_lingers(self) -> None:
         """
         quit() sends what is queued, waits the linger time, then closes; an
-        ending the user asked for is expected.
+        ending the user asked for is expected. A line typed meanwhile is
+        not sent, and the user is told so.
         """
         self.proto.send_line("login a")
         self.proto.send_line("msg b")
         self.proto.quit(1.0)
         self.proto.send_line("msg too late")
+        self.assertEqual(
+            self.view.values, [("notice", "Not sent, the client is quitting: msg too late")]
+        )
         self.assertFalse(self.transport.disconnecting)
         self.clock.advance(REQUEST_GAP)
         self.assertEqual(len(self.sent()), 2)

@@ -78,6 +78,8 @@ CAP_TIMEOUT = 3.0
 
 #: How the user is told of a line entered but never written.
 NOT_SENT = "Not sent before the connection ended: "
+#: ... and of a line entered once the client was quitting or closing.
+NOT_SENT_QUITTING = "Not sent, the client is quitting: "
 
 #: What connectionLost gets when the reason is not given.
 _CONNECTION_DONE = Failure(ierror.ConnectionDone())
@@ -243,13 +245,16 @@ class ChatClientProtocol(Protocol):
         self, word: str, content: Any, own: bool = False, line: Optional[str] = None
     ) -> None:
         """
-        Queue one request. Nothing is sent once the client is closing.
+        Queue one request. Nothing is sent once the client is closing or
+        quitting (a typed line is named to the user then).
 
         @param own: the client's own request, whose answer is not shown.
         @param line: the line the user typed for it, named to the user if
             the connection ends before the request is written.
         """
         if self._closing or self._quit_linger is not None:
+            if line is not None:
+                self.view.notice(NOT_SENT_QUITTING + line)
             return
         if word == "login":
             self.login_sent = True
