@@ -591,6 +591,27 @@ class SQLiteTests(TestCase):
         yield store._checkpointing
 
     @defer.inlineCallbacks
+    def test_prunes_count_their_pages(self):
+        """
+        Removing messages writes to the log too: a prune that removes
+        ROWS_PER_PAGE * CHECKPOINT_EVERY messages starts a checkpoint,
+        after which the database file alone holds what is left.
+        """
+        store = yield self.open()
+        yield store.append([msg(f"m{i}") for i in range(4 * sqlite_module.ROWS_PER_PAGE)])
+        if store._checkpointing is not None:
+            yield store._checkpointing
+        self.patch(sqlite_module, "CHECKPOINT_EVERY", 3)
+        store._unchecked = 0
+        removed = yield store.prune(keep_last=sqlite_module.ROWS_PER_PAGE)
+        self.assertEqual(removed, 3 * sqlite_module.ROWS_PER_PAGE)
+        self.assertIsNotNone(store._checkpointing)
+        yield store._checkpointing
+        pruned = self.only_the_file("pruned.db")
+        (count,) = pruned.execute("SELECT count(*) FROM messages").fetchone()
+        self.assertEqual(count, sqlite_module.ROWS_PER_PAGE)
+
+    @defer.inlineCallbacks
     def test_failed_checkpoint_is_logged_and_loses_nothing(self):
         """
         A checkpoint that fails is logged as a warning; appends go on, and

@@ -628,6 +628,7 @@ class SQLiteStore:
             after = 0
             while after < last_id:
                 count, after = yield self._call(self._prune_old, after, last_id, older_than)
+                self._pruned(count)
                 removed += count
         if keep_last is not None:
             end = (yield self._call(self._last_id)) + 1
@@ -644,11 +645,17 @@ class SQLiteStore:
                     left -= step
                 while keep_from is not None:
                     count = yield self._call(self._prune_room, room, keep_from)
+                    self._pruned(count)
                     removed += count
                     if count < PRUNE_CHUNK:
                         break
                 room = yield self._call(self._next_room, room)
         return removed
+
+    def _pruned(self, count: int) -> None:
+        # Removed rows are written to the log as appended ones are.
+        if count:
+            self._logged(1 + count // ROWS_PER_PAGE)
 
     def backup(self, path: str) -> Deferred[int]:
         """
