@@ -126,12 +126,10 @@ class SignalTests(TestCase):
         stored = [json.loads(i)["content"] for i in history["content"]]
         self.assertEqual(stored[: len(shown)], shown)
 
-    def test_signals_during_shutdown(self):
+    def legacy_client_owed_messages(self):
         """
-        While a graceful shutdown still sends a legacy client what it was
-        due (paced, about 2 s for 200 messages too long to share a
-        response), SIGHUP does not kill the process: the client gets every
-        message and the notice.
+        A server, a legacy client (bare JSON) it owes 200 messages too long
+        to share a response (about 2 s of paced writes), and their texts.
         """
         server = ServerProcess(self.directory, "-d", self.database, "--flood-rate=0").start()
         self.addCleanup(server.kill)
@@ -145,6 +143,16 @@ class SignalTests(TestCase):
         for text in texts:
             alice.send("msg", text)
         alice.read(200)
+        return server, watcher, texts
+
+    def test_signals_during_shutdown(self):
+        """
+        While a graceful shutdown still sends a legacy client what it was
+        due (paced, about 2 s for 200 messages too long to share a
+        response), SIGHUP does not kill the process: the client gets every
+        message and the notice.
+        """
+        server, watcher, texts = self.legacy_client_owed_messages()
         server.process.send_signal(signal.SIGQUIT)
         server.wait_for_log(r"Received SIGQUIT")
         server.process.send_signal(signal.SIGHUP)
@@ -161,18 +169,7 @@ class SignalTests(TestCase):
         line saying so, not Twisted's ReactorNotRunning traceback; the
         shutdown goes on, and the process exits as SIGTERM makes it.
         """
-        server = ServerProcess(self.directory, "-d", self.database, "--flood-rate=0").start()
-        self.addCleanup(server.kill)
-        alice = SocketClient(server.port)
-        self.addCleanup(alice.close)
-        alice.login("alice")
-        watcher = SocketClient(server.port, newline=False)
-        self.addCleanup(watcher.close)
-        watcher.login("watcher")
-        texts = [f"m{i} " + "x" * 900 for i in range(200)]
-        for text in texts:
-            alice.send("msg", text)
-        alice.read(200)
+        server, watcher, texts = self.legacy_client_owed_messages()
         server.process.send_signal(signal.SIGTERM)
         server.wait_for_log(r"Received SIGTERM, shutting down")
         server.process.send_signal(signal.SIGTERM)
