@@ -641,6 +641,40 @@ class SQLiteTests(TestCase):
         self.assertEqual(contents((yield store.recent("lobby", 20))), [f"m{i}" for i in range(10)])
 
     @defer.inlineCallbacks
+    def test_checkpoint_of_any_file_name(self):
+        """
+        The checkpoint opens the database by a URI (so as never to make
+        it): a name with characters that mean something in a URI is
+        quoted, and the checkpoint copies the log into that very file.
+        """
+        self.patch(sqlite_module, "CHECKPOINT_EVERY", 1)
+        self.path = os.path.join(self.directory, "a b?c#d%20e.db")
+        store = yield self.open()
+        yield store.append([msg("one")])
+        copied = yield store._checkpointing
+        self.assertGreater(copied, 0)
+        self.assertEqual(sorted(os.listdir(self.directory))[0], "a b?c#d%20e.db")
+        rows = self.only_the_file("copy.db").execute("SELECT content FROM messages").fetchall()
+        self.assertEqual(rows, [("one",)])
+
+    @defer.inlineCallbacks
+    def test_checkpoint_never_makes_the_file(self):
+        """
+        If the database file was removed while the server runs, a checkpoint
+        fails (logged) instead of making an empty database in its place;
+        the store goes on.
+        """
+        self.patch(sqlite_module, "CHECKPOINT_EVERY", 1)
+        store = yield self.open()
+        os.remove(self.path)
+        with capturedLogs() as events:
+            yield store.append([msg("one")])
+            yield store._checkpointing
+        self.assertFalse(os.path.exists(self.path))
+        self.assertEqual([e["log_level"] for e in events], [LogLevel.warn])
+        self.assertEqual(contents((yield store.recent("lobby", 5))), ["one"])
+
+    @defer.inlineCallbacks
     def test_close_waits_for_a_checkpoint(self):
         """
         close lets a checkpoint under way finish before it releases the

@@ -42,6 +42,7 @@ import sqlite3
 import threading
 from importlib import resources
 from typing import Any, Callable, Deque, Iterator, List, Optional, Sequence, Set, Tuple
+from urllib.request import pathname2url
 
 from twisted.internet.defer import Deferred, DeferredList, fail, inlineCallbacks, succeed
 from twisted.internet.threads import deferToThreadPool
@@ -181,9 +182,15 @@ def checkpoint_database(path: str, busy_timeout: float) -> int:
     """
     Copy what the log of the database at C{path} holds back into it, from a
     connection of its own, without waiting for its writer (a passive
-    checkpoint); return the number of pages copied. Blocking.
+    checkpoint); return the number of pages copied. Blocking. A file that
+    is gone is an error, never made anew.
     """
-    db = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout)
+    db = sqlite3.connect(
+        f"file:{pathname2url(os.path.abspath(path))}?mode=rw",
+        uri=True,
+        isolation_level=None,
+        timeout=busy_timeout,
+    )
     try:
         ((_busy, _log, copied),) = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
     finally:
