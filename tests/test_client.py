@@ -643,6 +643,10 @@ class ProtocolTests(ConnectedTestCase):
         proto.ended.addCallback(endings.append)
         proto.dataReceived(b'{"content": "' + b"x" * 200)
         self.assertTrue(transport.disconnecting)
+        proto.send_line("msg meanwhile")
+        self.assertEqual(
+            self.view.values[-1], ("notice", "Not sent before the connection ended: msg meanwhile")
+        )
         proto.connectionLost(Failure(ierror.ConnectionDone()))
         self.assertFalse(endings[0].expected)
         self.assertIn("too large", endings[0].reason)

@@ -254,7 +254,10 @@ class ChatClientProtocol(Protocol):
         """
         if self._closing or self._quit_linger is not None:
             if line is not None:
-                self.view.notice(NOT_SENT_QUITTING + line)
+                # Closing on a failure of its own (a response too large) is
+                # the connection ending, not the user quitting.
+                ending = NOT_SENT if self._failure is not None else NOT_SENT_QUITTING
+                self.view.notice(ending + line)
             return
         if word == "login":
             self.login_sent = True
