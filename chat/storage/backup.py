@@ -19,10 +19,9 @@ import os
 import sqlite3
 import sys
 from typing import Iterator, List, Optional, Sequence
-from urllib.request import pathname2url
 
 from chat.storage.interfaces import StoredMessage, StoreError
-from chat.storage.sqlite import upgrade
+from chat.storage.sqlite import existing_database, upgrade
 
 
 @contextlib.contextmanager
@@ -81,9 +80,7 @@ def backup_database(path: str, dest: str) -> int:
         raise StoreError(f"no database at {path!r}")
     try:
         # Read-only: the backup never changes the server's database.
-        source = sqlite3.connect(
-            f"file:{pathname2url(os.path.abspath(path))}?mode=ro", uri=True, timeout=10
-        )
+        source = existing_database(path, "ro", 10)
     except sqlite3.Error as e:
         raise StoreError(f"cannot open database {path!r}: {e}") from e
     try:

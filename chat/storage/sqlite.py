@@ -17,7 +17,7 @@ Checkpoints: copying the log back into the database syncs both files (some
 syncs too: the slowest deliveries of a busy chat. The store's connection
 leaves it (L{WAL_BACKSTOP}) to a checkpoint from a connection of its own on
 the reactor's thread pool, started every L{CHECKPOINT_EVERY} pages or so
-of appends, which the writer does not wait for.
+of appends and prunes, which the writer does not wait for.
 
 Schema: versioned by C{PRAGMA user_version}, in C{schema/vN.sql}, where
 C{v1.sql} is the schema of the first release (which left user_version at
@@ -178,6 +178,16 @@ def upgrade(db: sqlite3.Connection, name: str) -> int:
     return found
 
 
+def existing_database(path: str, mode: str, timeout: float, **kwargs: Any) -> sqlite3.Connection:
+    """
+    A connection to the database file at C{path} that must exist (never
+    made anew), opened by a quoted C{file:} URI in C{mode} (C{"ro"} or
+    C{"rw"}).
+    """
+    uri = f"file:{pathname2url(os.path.abspath(path))}?mode={mode}"
+    return sqlite3.connect(uri, uri=True, timeout=timeout, **kwargs)
+
+
 def checkpoint_database(path: str, busy_timeout: float) -> int:
     """
     Copy what the log of the database at C{path} holds back into it, from a
@@ -185,12 +195,7 @@ def checkpoint_database(path: str, busy_timeout: float) -> int:
     checkpoint); return the number of pages copied. Blocking. A file that
     is gone is an error, never made anew.
     """
-    db = sqlite3.connect(
-        f"file:{pathname2url(os.path.abspath(path))}?mode=rw",
-        uri=True,
-        isolation_level=None,
-        timeout=busy_timeout,
-    )
+    db = existing_database(path, "rw", busy_timeout, isolation_level=None)
     try:
         ((_busy, _log, copied),) = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
     finally:
@@ -471,9 +476,8 @@ class SQLiteStore:
         own; close() waits for it.
         """
         d = deferToThreadPool(self._reactor, self._reactor.getThreadPool(), f, *args)
-        # close() waits for it: closing the lock's descriptor would drop
-        # the POSIX locks SQLite holds on the file for its connection in
-        # this process.
+        # Closing the lock's descriptor before it ends would drop the POSIX
+        # locks SQLite holds on the file for its connection in this process.
         finished: Deferred = Deferred()
         self._aside.add(finished)
 
