@@ -142,15 +142,27 @@ class ServerProcess:
 
 class SocketClient:
     """
-    A blocking protocol client on a real socket.
+    A blocking protocol client on a real socket: TCP to C{host} and
+    C{port}, or the Unix socket at the path C{unix}.
 
     @param newline: end each request with a newline (a streaming client)
         rather than sending bare JSON (a legacy client).
     @ivar responses: every response received so far, in order.
     """
 
-    def __init__(self, port: int, newline: bool = True, host: str = "127.0.0.1") -> None:
-        self.sock = socket.create_connection((host, port), timeout=PATIENCE)
+    def __init__(
+        self,
+        port: Optional[int] = None,
+        newline: bool = True,
+        host: str = "127.0.0.1",
+        unix: Optional[str] = None,
+    ) -> None:
+        if unix is None:
+            self.sock = socket.create_connection((host, port), timeout=PATIENCE)
+        else:
+            self.sock = socket.socket(socket.AF_UNIX)
+            self.sock.settimeout(PATIENCE)
+            self.sock.connect(unix)
         self.newline = newline
         self.decoder = StreamDecoder(max_size=16 * 1024 * 1024)
         self.responses: List[Any] = []

@@ -240,6 +240,29 @@ class ListenTests(TestCase):
         server.wait_for_log(rf"Connection from a client of the Unix socket {re.escape(name)}")
         self.assertNotIn("UNIXAddress(None)", server.log())
 
+    def test_unix_socket_clients_come_and_go(self):
+        """
+        A client of a Unix socket that goes away is gone: the others are
+        told, its name is free again, and nothing goes wrong in the server.
+        (Twisted's Unix transport cannot name its socket once closed.)
+        """
+        path = os.path.join(self.directory, "chat.sock")
+        server = self.start("--port", f"unix:{path}")
+        watcher = SocketClient(unix=path)
+        self.addCleanup(watcher.close)
+        watcher.send("cap", "presence")
+        watcher.read()
+        watcher.login("watcher")
+        gone = SocketClient(unix=path)
+        gone.login("zed")
+        gone.close()
+        watcher.read_until(lambda: ("zed", "disconnected") in _presence(watcher))
+        again = SocketClient(unix=path)
+        self.addCleanup(again.close)
+        self.assertEqual(again.login("zed")[0]["content"], "Login successful. Welcome, zed!")
+        server.wait_for_log("Connection from a client of a Unix socket closed")
+        self.assertNotIn("Traceback", server.log())
+
     def test_unix_socket_mode_option(self):
         """
         A mode= in the unix: description is kept.
@@ -275,3 +298,7 @@ class JSONLogTests(TestCase):
         self.assertEqual(int(listening.group(1)), server.port)
         self.assertTrue(any(t.startswith("Received SIGTERM") for t in texts), texts)
         self.assertIn("alice logged in", texts)
+
+
+def _presence(client: SocketClient) -> list:
+    return [(r["sender"], r["content"]) for r in client.of("presence")]

@@ -90,10 +90,15 @@ def describe_peer(transport: Any) -> str:
     """
     peer = transport.getPeer()
     if isinstance(peer, UNIXAddress) and not peer.name:
-        host = transport.getHost()
-        name = getattr(host, "name", None)
-        path = os.fsdecode(name) if name else "?"
-        return f"a client of the Unix socket {path}"
+        try:
+            name = getattr(transport.getHost(), "name", None)
+        except (AttributeError, OSError):
+            # Twisted's Unix transport asks its socket, which is gone once
+            # the connection has closed.
+            name = None
+        if not name:
+            return "a client of a Unix socket"
+        return f"a client of the Unix socket {os.fsdecode(name)}"
     if isinstance(peer, (IPv4Address, IPv6Address)):
         return f"{peer.host} port {peer.port}"
     return str(peer)
