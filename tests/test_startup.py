@@ -170,7 +170,7 @@ class StartupErrorTests(TestCase):
             result = self.twistd(
                 "-p", "ssl:0:privateKey=key.pem", "-d", ":memory:", daemon=daemon, env=env
             )
-            self.assert_one_line(result, "pip install 'chat[tls]'")
+            self.assert_one_line(result, "pip install 'twisted[tls]'")
 
 
 class ListenTests(TestCase):

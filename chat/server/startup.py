@@ -18,7 +18,7 @@ from twisted.internet.abstract import isIPv6Address
 if TYPE_CHECKING:
     from chat.server.options import Options
 
-TLS_HINT = "pip install 'chat[tls]'"
+TLS_HINT = "pip install 'twisted[tls]'"
 
 
 class StartupError(Exception):
