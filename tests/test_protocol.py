@@ -448,6 +448,68 @@ class LegacyDeliveryTests(ProtocolTestsMixin, TestCase):
         self.run_clock()
         self.assertEqual(len(legacy_messages(transport.writes)), sent)
 
+    def test_reading_legacy_client_behind_skips_not_dropped(self):
+        """
+        A burst of long messages (within flood control) that one response
+        per paced write cannot carry in time: a legacy client that takes
+        all it is sent is not dropped. The oldest messages waiting are
+        skipped, it is told how many in one info response, and it gets
+        every other message in order, one valid response of at most 4,096
+        bytes per write, while what waits for it stays within the limit.
+        """
+        protocol, transport = self.legacy_reader()
+        limit = ConnectionLimits().max_send_queue
+        sent = []
+        for i in range(4):
+            writer, _ = self.connect()
+            writer.dataReceived(request("login", f"w{i}", newline=True))
+            for j in range(20):
+                sent.append(f"{i}-{j:02d} " + "\U0001f600" * 990)
+                writer.dataReceived(request("msg", sent[-1], newline=True))
+            self.clock.advance(0)
+            self.assertLessEqual(protocol._queue.counted, limit)
+        self.run_clock(5)
+        self.assertFalse(transport.disconnecting)
+        responses = [json.loads(data) for data in transport.writes]
+        self.assertTrue(all(len(data) <= LEGACY_MAX_RESPONSE for data in transport.writes))
+        [at] = [i for i, r in enumerate(responses) if r["response"] == "info"]
+        notice = responses[at]["content"]
+        self.assertIn("messages skipped", notice)
+        skipped = int(notice.split()[0])
+        self.assertGreater(skipped, 0)
+        # Every message but a run of the skipped ones, where the notice is.
+        before = legacy_messages(transport.writes[:at])
+        expected = sent[: len(before)] + sent[len(before) + skipped :]
+        got = legacy_messages(transport.writes)
+        self.assertEqual([t.split()[0] for t in got], [t.split()[0] for t in expected])
+
+    def test_legacy_client_not_reading_still_dropped(self):
+        """
+        A legacy client whose transport is full (it does not read) is
+        dropped at the limit, as before: skipping is for one that reads.
+        """
+        protocol, transport = self.legacy_reader()
+        protocol.transport.producer.pauseProducing()
+        writer, _ = self.connect()
+        writer.dataReceived(request("login", "w", newline=True))
+        for j in range(20):
+            writer.dataReceived(request("msg", f"{j} " + "x" * 990, newline=True))
+            self.clock.advance(0)
+        for _ in range(30):
+            protocol.dataReceived(b"")
+        aborted = []
+        transport.abortConnection = lambda: aborted.append(True)
+        for i in range(1, 20):
+            other, _ = self.connect()
+            other.dataReceived(request("login", f"o{i}", newline=True))
+            for j in range(20):
+                other.dataReceived(request("msg", f"{j} " + "x" * 990, newline=True))
+            self.clock.advance(0)
+            if aborted:
+                break
+        self.assertTrue(aborted)
+        self.assertNotIn(b"messages skipped", transport.value())
+
     def test_long_message_shortened_for_legacy(self):
         """
         A message too large for a recv(4096) reaches a legacy client

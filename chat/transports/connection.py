@@ -10,7 +10,7 @@ send queue that holds what a client has not yet taken, with its bound.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple, Union
 
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
@@ -223,6 +223,39 @@ class SendQueue:
             head = 0
         self._head = head
         return taken
+
+    def skip(self, kind: type, bound: int, notice: Callable[[int], bytes]) -> int:
+        """
+        Take out the oldest waiting entries of type C{kind} (chat messages),
+        past the burst, until the counted bytes are within C{bound}; put
+        C{notice(count)} where the first of them was. Returns how many were
+        taken out (0: nothing changed).
+        """
+        excess = self.counted - bound
+        entries = self._entries[self._head :]
+        kept: List[Any] = []
+        count = size = 0
+        at = -1
+        # The burst (a login's history) was pushed first: skip past it.
+        burst = self._burst
+        for entry in entries:
+            if burst > 0:
+                burst -= entry_size(entry)
+            elif type(entry) is kind and size < excess:
+                if at < 0:
+                    at = len(kept)
+                count += 1
+                size += entry_size(entry)
+                continue
+            kept.append(entry)
+        if not count:
+            return 0
+        line = notice(count)
+        kept.insert(at, line)
+        self._entries = kept
+        self._head = 0
+        self.queued += len(line) - size
+        return count
 
     def clear(self) -> None:
         self._entries = ()

@@ -314,6 +314,25 @@ class ChatServerProtocol(Protocol, LoginDeadline):
         limit = self._limits.max_send_queue
         if burst or idle or queue.counted + sum(map(entry_size, entries)) <= limit:
             queue.push(entries, burst)
+        elif self._legacy and not self._write_paused:
+            # A legacy client that takes everything it is sent, but the chat
+            # goes faster than one response per PACING can carry (messages
+            # too long to combine): it reads, so it is not dropped. The
+            # oldest messages waiting make room, down to 3/4 of the limit, and
+            # it is told how many it missed (they are in the history).
+            queue.push(entries)
+            skipped = queue.skip(ChatMessage, limit * 3 // 4, self._skipped_notice)
+            if queue.counted > limit:
+                self._drop_slow_consumer()
+                return
+            if skipped:
+                _log.info(
+                    "Skipped {count} messages for {peer}: it reads one response per "
+                    "{pacing} s, slower than the chat",
+                    count=skipped,
+                    peer=describe_peer(self.transport),
+                    pacing=PACING,
+                )
         else:
             # Response by response: the client is dropped at the first one
             # past the limit, so it never holds more than the limit and one
@@ -324,6 +343,13 @@ class ChatServerProtocol(Protocol, LoginDeadline):
                     self._drop_slow_consumer()
                     return
         self._pump()
+
+    def _skipped_notice(self, count: int) -> bytes:
+        return encoding.info(
+            self.factory.service.now(),
+            f"{count} messages skipped: they came faster than they can be sent to this "
+            "client one by one (they are kept in the chat's history)",
+        )
 
     def _pump(self) -> None:
         """
