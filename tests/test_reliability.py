@@ -11,6 +11,7 @@ timing (figures are for C{bench/hostile.py}).
 from __future__ import annotations
 
 import gc
+import json
 import os
 import shutil
 import signal
@@ -30,7 +31,7 @@ from twisted.trial.unittest import TestCase
 from chat.core.limits import Limits
 from chat.core.service import ChatService
 from chat.storage import LOBBY, MemoryStore, SQLiteStore
-from chat.transports.tcp import ChatServerFactory, ChatServerProtocol, ConnectionLimits
+from chat.transports.tcp import CHUNK, ChatServerFactory, ChatServerProtocol, ConnectionLimits
 from chat.wire import StreamDecoder, encode_request
 from tests.support import PATIENCE, ServerProcess, SocketClient
 
@@ -276,6 +277,52 @@ class SlowConsumerTests(InProcessTestsMixin, TestCase):
         # The name is free again.
         again = yield self.login("stalled")
         self.assertEqual(again.of("info")[0]["content"][:16], "Login successful")
+
+
+class LongHistoryTests(InProcessTestsMixin, TestCase):
+    @inlineCallbacks
+    def test_logins_that_never_read_hold_no_copy_of_a_long_window(self):
+        """
+        A window of 3.5 MB (500 messages of 1,000 control characters, each
+        escaped twice in its history item): logins that never read hold at
+        most two chunks of it in Twisted's buffer each; the rest waits as
+        views into the one window they share. A client that reads gets
+        all of it.
+        """
+        self.serve(limits=Limits(flood_rate=0), sndbuf=8192)
+        writer = yield self.login("writer")
+        text = "\x01" * 1000
+        for start in range(0, 500, 50):
+            for _ in range(50):
+                writer.send("msg", text)
+            yield self.wait_for(
+                lambda n=start + 50: len(writer.of("message")) == n, f"message {start + 50}"
+            )
+        stalled = []
+        for name in ("idle1", "idle2"):
+            sock = self.connect(rcvbuf=4096, small=True)
+            sock.reading = False
+            sock.send("login", name)
+            stalled.append(sock)
+        yield self.wait_for(
+            lambda: sum(bool(p._write_paused) for p in self.factory.built) == 2,
+            "both logins wait for their readers",
+        )
+        sides = [p for p in self.factory.built if p._write_paused]
+        windows = set()
+        for side in sides:
+            t = side.transport
+            self.assertLessEqual(len(t.dataBuffer) - t.offset + t._tempDataLen, 2 * CHUNK)
+            waiting = [side._queue.peek(i) for i in range(len(side._queue))]
+            self.assertGreater(sum(map(len, waiting)), 3_000_000)
+            views = [v for v in waiting if type(v) is memoryview]
+            # (Each login frames the shared items with its own timestamp.)
+            self.assertLess(sum(len(v) for v in waiting if type(v) is not memoryview), 1000)
+            windows |= {id(view.obj) for view in views}
+        self.assertEqual(len(windows), 1)
+        reader = yield self.login("reader")
+        [window] = reader.contents("history")
+        self.assertEqual([json.loads(item)["content"] for item in window], [text] * 500)
 
 
 class FloodTests(InProcessTestsMixin, TestCase):

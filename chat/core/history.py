@@ -14,7 +14,8 @@ from chat.core.events import ChatMessage, HistoryWindow
 
 #: Messages a login gets by default. A class's lab session or a day of a
 #: small community's chat fits; a login's cost stays about a millisecond
-#: and 100 logins that never read hold a few tens of megabytes at most.
+#: and 100 logins that never read share one encoded window, each holding
+#: at most two 64 KiB pieces of it of its own (L{chat.transports.tcp.CHUNK}).
 DEFAULT_HISTORY_LIMIT = 500
 
 

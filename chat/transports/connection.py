@@ -147,10 +147,11 @@ class Admission:
 
 def entry_size(entry: Any) -> int:
     """
-    The bytes a send-queue entry stands for: bytes, or an object with a
-    C{line} (a chat message kept whole so a transport can combine several).
+    The bytes a send-queue entry stands for: bytes (or a view of some), or
+    an object with a C{line} (a chat message kept whole so a transport can
+    combine several).
     """
-    return len(entry) if isinstance(entry, bytes) else len(entry.line)
+    return len(entry) if isinstance(entry, (bytes, memoryview)) else len(entry.line)
 
 
 class SendQueue:

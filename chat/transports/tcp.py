@@ -71,6 +71,12 @@ _log = Logger(namespace=__name__)
 #: Seconds between two responses to a legacy client.
 PACING = 0.010
 
+#: A response larger than this (a long history) waits in the send queue as
+#: views of this size into its bytes, which every login shares, and goes to
+#: Twisted's buffer (a copy of its own) a view at a time, as the client
+#: reads: Twisted's default buffer size, past which it pauses its producer.
+CHUNK = 64 * 1024
+
 
 class _Close:
     """
@@ -81,6 +87,23 @@ class _Close:
 
 
 _CLOSE = _Close()
+
+
+def _chunked(entries: List[Any]) -> List[Any]:
+    """
+    C{entries}, with each response larger than L{CHUNK} bytes as views into
+    it of at most that size.
+    """
+    if all(type(entry) is not bytes or len(entry) <= CHUNK for entry in entries):
+        return entries
+    out: List[Any] = []
+    for entry in entries:
+        if type(entry) is bytes and len(entry) > CHUNK:
+            view = memoryview(entry)
+            out += [view[i : i + CHUNK] for i in range(0, len(entry), CHUNK)]
+        else:
+            out.append(entry)
+    return out
 
 
 def describe_peer(transport: Any) -> str:
@@ -240,7 +263,7 @@ class ChatServerProtocol(Protocol, LoginDeadline):
             if sent == len(data):
                 return
             data = data[sent:]
-        transport.write(data)
+        transport.write(data if type(data) is bytes else bytes(data))
 
     def _write_rest(self, event: Broadcast, sent: int) -> None:
         """
@@ -310,6 +333,8 @@ class ChatServerProtocol(Protocol, LoginDeadline):
         # that it does not read.
         idle = not (self._legacy or self._write_paused or self._queue or self._pacer is not None)
         self._direct = False
+        if not self._legacy:
+            entries = _chunked(entries)
         queue = self._queue
         limit = self._limits.max_send_queue
         if burst or idle or queue.counted + sum(map(entry_size, entries)) <= limit:
