@@ -768,6 +768,34 @@ class HistoryTests(ServiceTestsMixin, TestCase):
         self.assertTrue(idle.disconnected)
         self.assertEqual(idle.raw, [])
 
+    def test_shutdown_answers_requests_not_handled(self):
+        """
+        Requests received but not handled when the server stops (waiting
+        for flood control here) and those that come after are each answered
+        with an error, in order, before the going-away info: none is
+        dropped unanswered, and none is stored.
+        """
+        self.service = ChatService(
+            self.store, self.clock, limits=Limits(flood_rate=1, flood_burst=3)
+        )
+        alice, a = self.logged_in("alice")
+        for i in range(6):
+            alice.receive(Request("msg", str(i)))
+        self.service.shutdown()
+        alice.receive(Request("msg", "late"))
+        self.clock.advance(10)
+        stored = [m.content for m in self.store.messages]
+        answers = [(r["response"], r["content"]) for r in a.take()]
+        not_handled = ("error", "Not handled: the server is shutting down")
+        self.assertLess(len(stored), 6)
+        self.assertEqual(
+            answers,
+            [("message", text) for text in stored]
+            + [not_handled] * (6 - len(stored))
+            + [("info", "Server is shutting down")]
+            + [not_handled],
+        )
+
 
 @implementer(IReadDescriptor)
 class Pipe:

@@ -206,7 +206,9 @@ class ChatService:
     def shutdown(self, reason: str = "Server is shutting down", timeout: float = 5.0) -> Deferred:
         """
         Store what is pending, tell everyone logged in, and disconnect all.
-        Requests that arrive from now on are not handled.
+        Requests not handled yet (waiting behind a message being stored, or
+        for flood control) and those that arrive from now on are answered
+        with an error, in order, so no client takes one for done.
 
         @return: a Deferred that fires when every connection has closed, or
             after C{timeout} seconds, whichever is first.
@@ -227,6 +229,7 @@ class ChatService:
 
         def stored(_: object) -> None:
             for session in list(self._sessions):
+                session.abandon()
                 if session.username is not None:
                     session.info(reason)
                 session.client.disconnect()
@@ -279,6 +282,7 @@ class ChatService:
 
     def dispatch(self, session: Session, request: Union[Request, DecodeError]) -> None:
         if self._stopping:
+            session.error("Not handled: the server is shutting down", "shutdown")
             return
         stats = self.stats
         if isinstance(request, DecodeError):

@@ -150,6 +150,16 @@ class Session:
         self._input_ended = True
         self._drain()
 
+    def abandon(self) -> None:
+        """
+        The server stops: hand every request still waiting (behind a
+        message being stored, or for flood control) to the service at once,
+        which answers each with an error.
+        """
+        inbox, self._inbox = self._inbox, []
+        for request in inbox:
+            self.service.dispatch(self, request)
+
     def close(self) -> None:
         """
         Handle nothing more from the client (it logged out, or is cut off),
