@@ -279,6 +279,50 @@ class SlowConsumerTests(InProcessTestsMixin, TestCase):
         self.assertEqual(again.of("info")[0]["content"][:16], "Login successful")
 
 
+class LegacyBehindTests(InProcessTestsMixin, TestCase):
+    @inlineCallbacks
+    def test_reading_legacy_clients_outrun_by_long_messages(self):
+        """
+        Four users send 20 messages of 990 emoji each at once (within the
+        default flood control): legacy clients that read are not dropped;
+        each is told how many messages it missed and gets all the others,
+        in order. A stream client gets all 80.
+        """
+        self.serve(limits=Limits(flood_rate=10, flood_burst=20))
+        legacy = []
+        for i in range(3):
+            sock = self.connect(newline=False)
+            sock.send("login", f"old{i}")
+            legacy.append(sock)
+        stream = yield self.login("new")
+        yield self.wait_for(lambda: all(s.of("history") for s in legacy), "legacy logins")
+        sent = []
+        for i in range(4):
+            writer = yield self.login(f"w{i}")
+            batch = [f"{i}-{j:02d} " + "\U0001f600" * 990 for j in range(20)]
+            writer.send_raw(b"".join(encode_request("msg", text) for text in batch))
+            sent += batch
+        yield self.wait_for(lambda: len(stream.of("message")) == 80, "the stream client has all")
+        self.assertEqual(sorted(stream.contents()), sorted(sent))
+        order = stream.contents()
+
+        def got(sock):
+            return [m for m in _legacy_texts(sock) if m[0].isdigit()]
+
+        def skipped(sock):
+            return [int(c.split()[0]) for c in sock.contents("info") if "skipped" in c]
+
+        yield self.wait_for(
+            lambda: all(skipped(s) and len(got(s)) + sum(skipped(s)) == 80 for s in legacy),
+            "every legacy client has the rest",
+        )
+        for sock in legacy:
+            self.assertFalse(sock.closed)
+            prefixes = [text.split()[0] for text in got(sock)]
+            expected = [text.split()[0] for text in order]
+            self.assertEqual(prefixes, [p for p in expected if p in set(prefixes)])
+
+
 class LongHistoryTests(InProcessTestsMixin, TestCase):
     @inlineCallbacks
     def test_logins_that_never_read_hold_no_copy_of_a_long_window(self):
@@ -725,3 +769,17 @@ class ProcessTests(TestCase):
         history = [item["content"] for item in late.history()]
         self.assertEqual(history[: len(shown)], shown)
         self.assertEqual(history, [f"m{i}" for i in range(len(history))])
+
+
+def _legacy_texts(sock: Sock) -> List[str]:
+    """
+    The message texts a legacy client got, in order: message responses and
+    the items of the history responses that carry messages that waited.
+    """
+    texts: List[str] = []
+    for r in sock.responses:
+        if r["response"] == "message":
+            texts.append(r["content"])
+        elif r["response"] == "history":
+            texts += [json.loads(item)["content"] for item in r["content"]]
+    return texts
