@@ -80,6 +80,7 @@ class MetricsTests(TestCase):
         self.assertEqual(after["chat_requests_total", (("outcome", "unknown"), ("word", ""))], 1)
         self.assertEqual(after["chat_errors_total", (("kind", "unknown"),)], 1)
         self.assertEqual(after["chat_history_pages_total", ()], 1)
+        self.assertEqual(after["chat_skipped_messages_total", ()], 0)
         self.assertEqual(after["chat_history_windows_total", ()], 3)  # two logins, a join
         self.assertEqual(after["chat_users", ()], 2)
         for reason in ("not_reading", "flooding", "too_large"):

@@ -477,6 +477,7 @@ class LegacyDeliveryTests(ProtocolTestsMixin, TestCase):
         self.assertIn("messages skipped", notice)
         skipped = int(notice.split()[0])
         self.assertGreater(skipped, 0)
+        self.assertEqual(self.service.stats.skipped, skipped)
         # Every message but a run of the skipped ones, where the notice is.
         before = legacy_messages(transport.writes[:at])
         expected = sent[: len(before)] + sent[len(before) + skipped :]

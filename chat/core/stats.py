@@ -32,6 +32,7 @@ class Stats:
         self.history_windows = 0
         self.history_pages = 0
         self.flood_delayed = 0
+        self.skipped = 0  # messages a legacy client that reads was behind on
         self.requests: Counter = Counter()
         self.errors: Counter = Counter()
         self.dropped: Counter = Counter()

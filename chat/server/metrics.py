@@ -61,6 +61,11 @@ class ChatCollector:
             "Requests that had to wait for flood control.",
             stats.flood_delayed,
         )
+        yield _counter(
+            "chat_skipped_messages",
+            "Messages not sent to a legacy client that reads but was too far behind.",
+            stats.skipped,
+        )
         requests = CounterMetricFamily(
             "chat_requests", "Requests, by word and outcome.", labels=["word", "outcome"]
         )

@@ -351,6 +351,7 @@ class ChatServerProtocol(Protocol, LoginDeadline):
                 self._drop_slow_consumer()
                 return
             if skipped:
+                self.factory.service.stats.skipped += skipped
                 _log.info(
                     "Skipped {count} messages for {peer}: it reads one response per "
                     "{pacing} s, slower than the chat",
