@@ -560,7 +560,8 @@ class SQLiteTests(TestCase):
         the log into the database file, which then holds every message
         appended before it began.
         """
-        self.patch(sqlite_module, "CHECKPOINT_EVERY", 20)
+        self.assertEqual(sqlite_module.log_pages([msg("m0")]), 3)
+        self.patch(sqlite_module, "CHECKPOINT_EVERY", 3 * 20)
         store = yield self.open()
         (limit,) = yield store._call(
             lambda: store._db.execute("PRAGMA wal_autocheckpoint").fetchone()
@@ -582,13 +583,76 @@ class SQLiteTests(TestCase):
     def test_big_batches_count_their_pages(self):
         """
         A commit of many messages counts as the pages it fills: one batch
-        of ROWS_PER_PAGE * CHECKPOINT_EVERY messages starts a checkpoint.
+        of 96 messages starts a checkpoint due after 4 pages.
         """
         self.patch(sqlite_module, "CHECKPOINT_EVERY", 4)
         store = yield self.open()
         yield store.append([msg(f"m{i}") for i in range(3 * sqlite_module.ROWS_PER_PAGE)])
         self.assertIsNotNone(store._checkpointing)
         yield store._checkpointing
+
+    @defer.inlineCallbacks
+    def test_checkpoint_starts_when_the_log_holds_about_that_many_pages(self):
+        """
+        What counts toward a checkpoint is what the log really holds: when
+        one starts, after one-message commits of short and of long
+        messages, the log's frames are CHECKPOINT_EVERY, give or take a
+        quarter (not three times as many, as when a commit counted one).
+        """
+        self.patch(sqlite_module, "CHECKPOINT_EVERY", 80)
+        started = []
+        self.patch(sqlite_module, "checkpoint_database", lambda *a: started.append(1) or 0)
+        for text in ("x" * 100, "\U0001f600" * 1000):
+            path = os.path.join(self.mktemp() + ".db")
+            store = yield self.open(path)
+            before = _log_frames(path)
+            while not started:
+                yield store.append([msg(text)])
+            yield store._checkpointing
+            del started[:]
+            frames = _log_frames(path) - before
+            self.assertGreaterEqual(frames, 80 * 0.75, text[:3])
+            self.assertLessEqual(frames, 80 * 1.25, text[:3])
+
+    @defer.inlineCallbacks
+    def test_failed_append_starts_a_checkpoint(self):
+        """
+        An append that fails (a full disk) starts a checkpoint, so that the
+        log's space can be used again when a little room comes back; while
+        appends keep failing, at most one a second; and the first append
+        that succeeds again starts one at once.
+        """
+        clock = task.Clock()
+        tries = []
+        self.patch(sqlite_module, "checkpoint_database", lambda *a: tries.append(1) or 0)
+        store = yield self.open(clock=clock)
+        yield store.append([msg("stored")])
+        self.assertEqual(tries, [])
+
+        def full(groups):
+            raise sqlite3.OperationalError("database or disk is full")
+
+        self.patch(store, "_write", full)
+        for _ in range(3):
+            yield self.assertFailure(store.append([msg("lost")]), StoreError)
+            if store._checkpointing is not None:
+                yield store._checkpointing
+        self.assertEqual(tries, [1])
+        clock.advance(sqlite_module.CHECKPOINT_AFTER_FAILURE)
+        yield self.assertFailure(store.append([msg("lost")]), StoreError)
+        yield store._checkpointing
+        self.assertEqual(tries, [1, 1])
+        # Room again: the first append that succeeds copies the log at once,
+        # before more appends fill that room; the next ones do not.
+        del store._write
+        yield store.append([msg("stored again")])
+        yield store._checkpointing
+        self.assertEqual(tries, [1, 1, 1])
+        yield store.append([msg("and again")])
+        self.assertIsNone(store._checkpointing)
+        self.assertEqual(
+            contents((yield store.recent("lobby", 5))), ["stored", "stored again", "and again"]
+        )
 
     @defer.inlineCallbacks
     def test_prunes_count_their_pages(self):
@@ -617,7 +681,7 @@ class SQLiteTests(TestCase):
         A checkpoint that fails is logged as a warning; appends go on, and
         the next one is tried once enough pages are appended again.
         """
-        self.patch(sqlite_module, "CHECKPOINT_EVERY", 5)
+        self.patch(sqlite_module, "CHECKPOINT_EVERY", 3 * 5)  # five short commits
         tries = []
 
         def broken(path, busy_timeout):
@@ -944,3 +1008,14 @@ class SQLiteTests(TestCase):
             self.assertEqual(rows, [(i + 1, f"m{i}") for i in range(count)])
             self.assertEqual(db.execute("PRAGMA journal_mode").fetchone()[0], "delete")
             self.assertEqual(db.execute("PRAGMA integrity_check").fetchone()[0], "ok")
+
+
+def _log_frames(path):
+    """
+    The frames in the write-ahead log of the database at C{path} (its
+    size: SQLite reuses the file from its start after a checkpoint, so
+    this counts from the first commit only).
+    """
+    wal = path + "-wal"
+    size = os.path.getsize(wal) if os.path.exists(wal) else 0
+    return max(0, size - 32) // (4096 + 24)
