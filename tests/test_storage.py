@@ -799,6 +799,24 @@ class SQLiteTests(TestCase):
         self.assertEqual(contents((yield store.recent("lobby", 5))), ["free"])
 
     @defer.inlineCallbacks
+    def test_opens_while_another_program_writes(self):
+        """
+        A database at the current schema opens while another program holds
+        its write lock (opening only reads it); appends wait for the lock.
+        """
+        store = yield self.open()
+        yield store.append([msg("before")])
+        yield store.close()
+        blocker = self.connect()
+        blocker.execute("BEGIN IMMEDIATE")
+        store = yield self.open(busy_timeout=0.2)
+        self.assertEqual(contents((yield store.recent("lobby", 5))), ["before"])
+        yield self.assertFailure(store.append([msg("blocked")]), StoreError)
+        blocker.execute("ROLLBACK")
+        yield store.append([msg("after")])
+        self.assertEqual(contents((yield store.recent("lobby", 5))), ["before", "after"])
+
+    @defer.inlineCallbacks
     def test_group_commit(self):
         """
         Appends asked while another is being written share a transaction,

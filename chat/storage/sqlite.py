@@ -179,8 +179,13 @@ def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 def upgrade(db: sqlite3.Connection, name: str) -> int:
     """
     Bring the database on C{db} (autocommit mode) to L{VERSION} in one
-    transaction; return the version it had. C{name} is for errors.
+    transaction; return the version it had. C{name} is for errors. A
+    database already at L{VERSION} is only read (no write lock), so another
+    program writing to it does not keep the server from starting.
     """
+    (found,) = db.execute("PRAGMA user_version").fetchone()
+    if found == VERSION:
+        return found
     with transaction(db):
         (found,) = db.execute("PRAGMA user_version").fetchone()
         if found > VERSION:
