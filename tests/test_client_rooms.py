@@ -778,6 +778,22 @@ class InteractiveHistoryTests(TestCase):
             ["[private] <alice> hi bob", "<alice> hi all", "[history] [private] <alice> hi bob"],
         )
 
+    def test_repeated_messages_shown_as_often_as_said(self) -> None:
+        """
+        A message said three times (the same text, sender and second) is
+        shown three times from a first history; after a reconnect, the
+        history sent again shows only the one said while away.
+        """
+        front = InteractiveFrontEnd(Clock(), Renderer(me=lambda: "bob"), "test")
+        same = json.dumps(response("message", "same", "alice"))
+        front.received(response("history", [same] * 3))
+        front.received(response("message", "same", "alice"))
+        front.received(response("history", [same] * 5))
+        shown = [line.replace(Renderer().time(TS) + " ", "") for line in front.console.scrollback]
+        self.assertEqual(
+            shown, ["[history] <alice> same"] * 3 + ["<alice> same", "[history] <alice> same"]
+        )
+
 
 class FakeEndpoint:
     """

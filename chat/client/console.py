@@ -41,8 +41,8 @@ import re
 import signal
 import termios
 import unicodedata
-from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
+from collections import Counter, deque
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from twisted.conch.insults import insults
 from twisted.internet import defer, stdio
@@ -825,30 +825,42 @@ class InteractiveFrontEnd:
         self._io: Optional[stdio.StandardIO] = None
         self._old_winch: Any = None
         self._restored = False
-        # Messages shown, so that the history sent again after a reconnect
-        # does not show them twice.
-        self._seen: Set[Tuple[str, str, str]] = set()
+        # Messages shown, each as often as it was, so that the history sent
+        # again after a reconnect does not show them twice (and a message
+        # said three times is shown three times).
+        self._seen: Counter = Counter()
         self._seen_order: Deque[Tuple[str, str, str]] = deque()
 
-    def _fresh(self, entry: Any) -> bool:
+    def _fresh(self, entry: Any, again: Counter) -> bool:
+        """
+        Whether to show C{entry}: not if it is an item of a history that
+        was shown already (C{again} counts such items in this response).
+        """
         if entry.kind != "message" or entry.timestamp in (None, "") or entry.peer is not None:
             # A private history comes only when the user asks (/pm USER):
             # all of it is shown.
             return True
         key = (repr(entry.timestamp), repr(entry.sender), repr(entry.content))
-        if key in self._seen:
-            return not entry.history
-        self._seen.add(key)
+        if entry.history and again[key] < self._seen[key]:
+            again[key] += 1
+            return False
+        if entry.history:
+            again[key] += 1
+        self._seen[key] += 1
         self._seen_order.append(key)
         if len(self._seen_order) > SCROLLBACK_LINES:
-            self._seen.discard(self._seen_order.popleft())
+            old = self._seen_order.popleft()
+            self._seen[old] -= 1
+            if not self._seen[old]:
+                del self._seen[old]
         return True
 
     def received(self, value: Any) -> None:
         lines: List[str] = []
         ring = False
+        again: Counter = Counter()
         for entry in interpret(value):
-            if self._fresh(entry):
+            if self._fresh(entry, again):
                 lines.extend(self.renderer.lines(entry))
                 ring = ring or self.renderer.highlighted(entry)
         self.console.show(lines, ring)
