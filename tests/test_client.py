@@ -652,6 +652,34 @@ class ProtocolTests(ConnectedTestCase):
         self.assertIn("too large", endings[0].reason)
 
 
+class PlainInputTests(TestCase):
+    def test_long_line_cut_and_its_rest_dropped(self) -> None:
+        """
+        A line longer than MAX_INPUT_LINE, arriving in pieces, is taken
+        cut to that length; the rest of it, up to its line end, is dropped,
+        never taken as a line (a request) of its own; the next line is.
+        """
+        from chat.client.plain import MAX_INPUT_LINE, _PlainInput
+
+        class Front:
+            def __init__(self) -> None:
+                self.lines: List[str] = []
+
+            def line_received(self, line: str) -> None:
+                self.lines.append(line)
+
+        front = Front()
+        reader = _PlainInput(front)  # type: ignore[arg-type]
+        reader.dataReceived(b"msg " + b"x" * MAX_INPUT_LINE)
+        reader.dataReceived(b"logout" * 10)
+        reader.dataReceived(b"x\nnames\nmsg ")
+        reader.dataReceived(b"y" * (MAX_INPUT_LINE + 5) + b"\nhelp\n")
+        self.assertEqual(
+            [line[:8] for line in front.lines], ["msg xxxx", "names", "msg yyyy", "help"]
+        )
+        self.assertEqual([len(line) for line in front.lines[::2]], [MAX_INPUT_LINE] * 2)
+
+
 class OptionsTests(TestCase):
     """
     The command line.

@@ -42,16 +42,26 @@ class _PlainInput(Protocol):
     def __init__(self, front: "PlainFrontEnd") -> None:
         self.front = front
         self._buffer = b""
+        self._cutting = False  # dropping the rest of a line that was cut
         self.lost: defer.Deferred = defer.Deferred()
 
     def dataReceived(self, data: bytes) -> None:
+        if self._cutting:
+            end = data.find(b"\n")
+            if end < 0:
+                return
+            data = data[end + 1 :]
+            self._cutting = False
         self._buffer += data
         *lines, self._buffer = self._buffer.split(b"\n")
         if len(self._buffer) > MAX_INPUT_LINE:
+            # Cut, and the rest of that line dropped: never taken for a line
+            # (a request) of its own.
             lines.append(self._buffer)
             self._buffer = b""
+            self._cutting = True
         for line in lines:
-            self.front.line_received(line.decode("utf-8", "replace"))
+            self.front.line_received(line[:MAX_INPUT_LINE].decode("utf-8", "replace"))
 
     def readConnectionLost(self) -> None:
         if self._buffer:
