@@ -427,6 +427,9 @@ class InterpretTests(TestCase):
         # A long reply that is not names is refused quickly (no
         # catastrophic backtracking).
         self.assertEqual(names_from("a" * 5000 + "!"), [])
+        # Nor quadratic: 200,000 spaces before the end took minutes.
+        self.assertEqual(names_from("alice" + " " * 200_000 + "!"), [])
+        self.assertEqual(names_from("alice, bob. "), ["alice", "bob"])
 
 
 @implementer(IChatView)

@@ -41,8 +41,10 @@ ACTION_PREFIX = "/me "
 USERNAME = re.compile(r"[A-Za-z0-9]+")
 # Names separated by commas, semicolons or spaces. Each separator is
 # required, so that no run of letters can be split two ways (which would
-# make a long reply take exponential time to match).
-_NAMES_ANSWER = re.compile(r"\s*[A-Za-z0-9]+(?:(?:\s*[,;]\s*|\s+)[A-Za-z0-9]+)*\s*[.]?\s*")
+# make a long reply take exponential time to match); and the white space at
+# the end cannot be split two ways either (around an optional full stop:
+# a long run of it before something else took quadratic time).
+_NAMES_ANSWER = re.compile(r"\s*[A-Za-z0-9]+(?:(?:\s*[,;]\s*|\s+)[A-Za-z0-9]+)*\s*(?:[.]\s*)?")
 
 
 # Output: from a decoded value to entries
