@@ -813,6 +813,23 @@ class AnswerTests(ConnectedTestCase):
         self.receive("info", "alice, bob")
         self.assertEqual(self.proto.unanswered, 0)
 
+    def test_own_echo_with_an_odd_sender_answers(self) -> None:
+        """
+        A server that signs messages with an empty or missing sender: the
+        echo of the text sent answers the msg; another text with such a
+        sender, or the same text from another user, does not.
+        """
+        self.proto.send_line("login bob")
+        self.receive("info", "Login successful")
+        for sender in ("", None):
+            self.proto.send_line("msg hi")
+            self.clock.advance(REQUEST_GAP)
+            self.receive("message", "something else", sender=sender)
+            self.receive("message", "hi", sender="alice")
+            self.assertEqual(self.proto.unanswered, 1)
+            self.receive("message", "hi", sender=sender)
+            self.assertEqual(self.proto.unanswered, 0)
+
     def test_quiet_after_answers(self) -> None:
         """
         quit_when_quiet waits while data keeps arriving (a long history in

@@ -475,7 +475,17 @@ class ChatClientProtocol(Protocol):
                 return False
             return request == "history" or (request == "pm" and _pm_text(content) is None)
         if word == "message":
-            return request in ("msg", "pm") and same_name(field(value, "sender"), self.username)
+            if request not in ("msg", "pm"):
+                return False
+            sender = field(value, "sender")
+            if same_name(sender, self.username):
+                return True
+            # A server that signs messages oddly (an empty, missing or
+            # non-name sender): the echo of the very text sent answers it.
+            sent = content if request == "msg" else _pm_text(content)
+            return not (isinstance(sender, str) and USERNAME.fullmatch(sender.strip())) and (
+                field(value, "content") == sent
+            )
         return True
 
     def _match_answer(self, word: str, value: Any) -> Optional[Tuple[str, Any, bool]]:
