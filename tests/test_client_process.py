@@ -540,6 +540,23 @@ class FieldServerTests(TestCase):
         self.assertEqual(requests[3], b'{"request":"names","content":null}')
         return text
 
+    async def test_sigterm_logs_out_first(self) -> None:
+        """
+        A client stopped by SIGTERM while logged in sends logout before it
+        closes (most servers in the field cannot take a client that just
+        drops), and exits 0.
+        """
+        port, factory = await start_field_server(self)
+        client = spawn_client(self, ["--port", str(port), "--host", "127.0.0.1"], None)
+        client.transport.write(b"login bot\n")
+        await wait_for(lambda: b"Login successful" in client.out, "the login reply")
+        client.transport.signalProcess("TERM")
+        await client.ended
+        self.assertEqual(client.code, 0, client.err)
+        requests = [json.loads(r) for r in b"".join(factory.received).splitlines()]
+        self.assertEqual(requests[-1], {"request": "logout", "content": None})
+        self.assertEqual(requests[-2], {"request": "login", "content": "bot"})
+
     async def test_bare_history_strings_close_on_logout(self) -> None:
         """
         The reference server's habits: bare JSON, history items as JSON

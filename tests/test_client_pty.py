@@ -232,6 +232,27 @@ class InteractiveTests(PtyTestCase):
         await client.ended
         self.assert_restored(slave)
 
+    async def test_sighup_logs_out_and_restores(self) -> None:
+        """
+        SIGHUP (the terminal window closed) while logged in: the client
+        logs out before it closes, restores the terminal and exits 0, as
+        on SIGTERM (by default the signal would end it with neither).
+        """
+        port, factory = await start_field_server(self, newline=True)
+        client, screen, slave = self.start(port)
+        await wait_for(lambda: "Connected to" in screen.text(), "the greeting")
+        os.write(screen.fd, b"login bot\r")
+        await wait_for(lambda: "Login successful" in screen.text(), "the login reply")
+        client.transport.signalProcess("HUP")
+        await client.ended
+        self.assertEqual(client.code, 0)
+        requests = [json.loads(r) for r in b"".join(factory.received).splitlines()]
+        self.assertEqual(
+            requests[-2:],
+            [{"request": "login", "content": "bot"}, {"request": "logout", "content": None}],
+        )
+        self.assert_restored(slave)
+
     async def test_server_gone(self) -> None:
         """
         With --no-reconnect, the server closing the connection ends the

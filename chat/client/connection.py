@@ -39,7 +39,7 @@ from typing import Any, Callable, Deque, List, Optional, Set, Tuple
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import error as ierror
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
     IDelayedCall,
     IHandshakeListener,
@@ -77,6 +77,10 @@ RELOGIN_DELAY = 1.0
 CAP_TIMEOUT = 3.0
 
 #: How the user is told of a line entered but never written.
+#: How long a session closing as the client stops (SIGTERM, SIGHUP) waits
+#: for its logout to go out and the connection to close.
+CLOSE_WAIT = 1.0
+
 NOT_SENT = "Not sent before the connection ended: "
 #: ... and of a line entered once the client was quitting or closing.
 NOT_SENT_QUITTING = "Not sent, the client is quitting: "
@@ -194,6 +198,7 @@ class ChatClientProtocol(Protocol):
         # An info that answered names held no names (a broadcast that came
         # first): the next info that does is taken for the answer.
         self._names_owed = False
+        self._login_written = False
         self._logout_written = False
         self._logout_answered = False
         self._next_send: Optional[IDelayedCall] = None
@@ -291,7 +296,9 @@ class ChatClientProtocol(Protocol):
         word, content, data, own, _ = self._queue.popleft()
         self.transport.write(data)
         self._awaiting.append((word, content, own))
-        if word == "logout":
+        if word == "login":
+            self._login_written = True
+        elif word == "logout":
             self._logout_written = True
         self._last_send = self.clock.seconds()
         if own and word == "cap" and self._opening_cap:
@@ -373,15 +380,22 @@ class ChatClientProtocol(Protocol):
             else:
                 self._closer = self.clock.callLater(self._quit_linger, self.close)
 
-    def close(self) -> None:
+    def close(self, logout: bool = False) -> None:
         """
         Close the connection now; the ending is expected.
+
+        @param logout: first write C{logout} at once, if a C{login} was
+            written and no C{logout} was (most servers in the field cannot
+            take a client that drops without one).
         """
         self._closer = None
         if self._closing:
             return
         self._closing = True
         if self._connected:
+            if logout and self._login_written and not self._logout_written:
+                self.transport.write(encode_request("logout", None))
+                self._logout_written = True
             self.transport.loseConnection()
 
     # Receiving
@@ -835,14 +849,28 @@ class ChatSession:
         else:
             self.quit()
 
-    def close(self) -> None:
+    def close(self) -> Deferred[None]:
         """
-        Close now (the reactor is shutting down): an expected ending.
+        Close now (the reactor is shutting down: SIGTERM, SIGHUP), logging
+        out first: an expected ending. Fires once the connection has
+        closed (what was written is then sent), or after L{CLOSE_WAIT}.
         """
-        if self.protocol is not None:
-            self.protocol.close()
-        else:
+        if self.protocol is None:
             self.quit()
+            return succeed(None)
+        done: Deferred[None] = Deferred()
+        timer = self.clock.callLater(CLOSE_WAIT, lambda: done.called or done.callback(None))
+
+        def closed(result: Any) -> Any:
+            if timer.active():
+                timer.cancel()
+            if not done.called:
+                done.callback(None)
+            return result
+
+        self.ended.addBoth(closed)
+        self.protocol.close(logout=True)
+        return done
 
 
 def _pm_text(content: Any) -> Optional[str]:

@@ -824,12 +824,20 @@ class InteractiveFrontEnd:
         self._flags: Optional[FileFlags] = None
         self._io: Optional[stdio.StandardIO] = None
         self._old_winch: Any = None
+        self._old_hup: Any = None
         self._restored = False
         # Messages shown, each as often as it was, so that the history sent
         # again after a reconnect does not show them twice (and a message
         # said three times is shown three times).
         self._seen: Counter = Counter()
         self._seen_order: Deque[Tuple[str, str, str]] = deque()
+
+    def _hangup(self, signum: int, frame: Any) -> None:
+        self.reactor.callFromThread(self._stop_reactor)
+
+    def _stop_reactor(self) -> None:
+        if self.reactor.running:
+            self.reactor.stop()
 
     def _fresh(self, entry: Any, again: Counter) -> bool:
         """
@@ -881,6 +889,12 @@ class InteractiveFrontEnd:
             self._old_winch = signal.signal(signal.SIGWINCH, self._winch)
         except (ValueError, OSError):
             self._old_winch = None
+        try:
+            # The terminal closed: log out and stop, as on SIGTERM (left to
+            # its default, the signal would end the process with neither).
+            self._old_hup = signal.signal(signal.SIGHUP, self._hangup)
+        except (ValueError, OSError):
+            self._old_hup = None
         self._io = stdio.StandardIO(
             KeyboardProtocol(lambda: self.console),
             stdin=self._fds[0],
@@ -925,8 +939,9 @@ class InteractiveFrontEnd:
         self._mode.restore()
         if self._flags is not None:
             self._flags.restore()
-        if self._old_winch is not None:
-            try:
-                signal.signal(signal.SIGWINCH, self._old_winch)
-            except (ValueError, OSError):
-                pass
+        for signum, old in ((signal.SIGWINCH, self._old_winch), (signal.SIGHUP, self._old_hup)):
+            if old is not None:
+                try:
+                    signal.signal(signum, old)
+                except (ValueError, OSError):
+                    pass
