@@ -725,14 +725,18 @@ class SQLiteTests(TestCase):
     def test_checkpoint_never_makes_the_file(self):
         """
         If the database file was removed while the server runs, a checkpoint
-        fails (logged) instead of making an empty database in its place;
-        the store goes on.
+        (here, the one a refused append starts) fails, logged, instead of
+        making an empty database in its place; what was stored is still
+        read.
         """
         self.patch(sqlite_module, "CHECKPOINT_EVERY", 1)
         store = yield self.open()
+        yield store.append([msg("one")])
+        yield store._checkpointing
         os.remove(self.path)
         with capturedLogs() as events:
-            yield store.append([msg("one")])
+            yield self.assertFailure(store.append([msg("two")]), StoreError)
+            self.assertIsNotNone(store._checkpointing)
             yield store._checkpointing
         self.assertFalse(os.path.exists(self.path))
         self.assertEqual([e["log_level"] for e in events], [LogLevel.warn])
@@ -815,6 +819,30 @@ class SQLiteTests(TestCase):
         blocker.execute("ROLLBACK")
         yield store.append([msg("after")])
         self.assertEqual(contents((yield store.recent("lobby", 5))), ["before", "after"])
+
+    @defer.inlineCallbacks
+    def test_files_removed_while_running_refuse_appends(self):
+        """
+        The database file removed or moved, or its log removed, while the
+        store is open: appends fail with a StoreError that says so, rather
+        than being written where the next start will not find them; what
+        was stored before is still read.
+        """
+        for name, spoil in (
+            ("removed", lambda path: os.remove(path)),
+            ("moved", lambda path: os.rename(path, path + ".moved")),
+            ("log removed", lambda path: os.remove(path + "-wal")),
+        ):
+            path = os.path.join(self.mktemp() + ".db")
+            store = yield self.open(path)
+            self.assertIsNotNone(store._wal, name)
+            yield store.append([msg("kept")])
+            spoil(path)
+            failure = yield self.assertFailure(store.append([msg("lost")]), StoreError)
+            self.assertIn("restart the server", str(failure), name)
+            self.assertIn(path, str(failure), name)
+            self.assertEqual(contents((yield store.recent("lobby", 5))), ["kept"], name)
+            yield store.close()
 
     @defer.inlineCallbacks
     def test_group_commit(self):

@@ -280,6 +280,17 @@ def lock_file(path: str) -> Optional[int]:
     return fd
 
 
+def _file_id(path: str) -> Optional[Tuple[int, int]]:
+    """
+    The device and inode of the file at C{path}, or None if there is none.
+    """
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return found.st_dev, found.st_ino
+
+
 def _store_error(name: str, failure: Failure) -> Failure:
     """
     C{failure} as a L{StoreError} naming the database, if it is an SQLite
@@ -335,6 +346,7 @@ class SQLiteStore:
         self._pool.threadFactory = functools.partial(threading.Thread, daemon=True)
         self._lock_fd: Optional[int] = None
         self._db: Optional[sqlite3.Connection] = None
+        self._wal: Optional[Tuple[int, int]] = None  # the log file's device and inode
         # (callable to run on the thread or messages to append, Deferred)
         self._queue: Deque[Tuple[Any, Deferred]] = collections.deque()
         self._running = False
@@ -376,7 +388,12 @@ class SQLiteStore:
         except StoreError:
             return fail()
         store._pool.start()
-        d = store._call(lambda: setattr(store, "_db", connect(path, busy_timeout)))
+
+        def opened() -> None:
+            store._db = connect(path, busy_timeout)
+            store._wal = _file_id(path + "-wal")
+
+        d = store._call(opened)
 
         def failed(failure: Failure) -> Deferred:
             return store.close().addBoth(lambda _: failure)
@@ -403,6 +420,7 @@ class SQLiteStore:
         store._lock_fd = lock_file(path)
         try:
             store._db = connect(path, busy_timeout, check_same_thread=False)
+            store._wal = _file_id(path + "-wal")
         except (sqlite3.Error, OSError) as e:
             store._release(None)
             raise StoreError(f"database {path!r}: {e}".replace("\n", " ")) from e
@@ -539,9 +557,30 @@ class SQLiteStore:
 
     # Work on the store's thread.
 
+    def _check_files(self) -> None:
+        """
+        Refuse to write if the database file or its log was removed,
+        moved or replaced while the server runs: what SQLite then writes
+        (to a file no name leads to) would be lost at the next start,
+        after clients were shown it.
+        """
+        if self._lock_fd is None:
+            return
+        held = os.fstat(self._lock_fd)
+        problem = None
+        if held.st_nlink == 0 or _file_id(self.path) != (held.st_dev, held.st_ino):
+            problem = f"database {self.path!r} was removed, moved or replaced"
+        elif self._wal is not None and _file_id(self.path + "-wal") != self._wal:
+            problem = f"the log of database {self.path!r} ({self.path}-wal) was removed or replaced"
+        if problem is not None:
+            raise StoreError(
+                f"{problem} while the server ran; nothing more can be stored: restart the server"
+            )
+
     def _write(self, groups: List[Sequence[Message]]) -> Tuple[int, List[List[int]]]:
         db = self._db
         assert db is not None
+        self._check_files()
         messages = [m for group in groups for m in group]
         # AUTOINCREMENT under the write lock: consecutive ids, in order; the
         # last statement's lastrowid is the last message's.
