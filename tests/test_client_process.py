@@ -312,6 +312,26 @@ class RealServerTests(TestCase):
         self.assertIn(b"chat: ", client.err)
         self.assertEqual(len(client.err.splitlines()), 3)
 
+    async def test_standard_input_closed(self) -> None:
+        """
+        Started with its standard input closed (C{chat <&-}), the client
+        takes it as empty input: it connects, has nothing to send, and
+        exits 0 with nothing on standard error (no traceback).
+        """
+        port, factory = await start_field_server(self)
+        client = _ClientProcess(None)
+        argv = [sys.executable, "-m", "chat.client", "--port", str(port), "--host", "127.0.0.1"]
+        reactor.spawnProcess(
+            client,
+            sys.executable,
+            argv,
+            env=client_env(self),
+            path=REPO,
+            childFDs={1: "r", 2: "r"},
+        )
+        await client.ended
+        self.assertEqual((client.code, client.err), (0, b""))
+
     async def test_server_goes_away(self) -> None:
         """
         The server dying mid-session: a one-line error, exit status 1.

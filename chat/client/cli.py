@@ -482,10 +482,27 @@ async def main(reactor: Any, *argv: str) -> None:
         raise SystemExit(1)
 
 
+def _fill_standard_streams() -> None:
+    """
+    Put /dev/null in place of a closed standard stream (C{chat <&-}), before
+    the reactor opens anything: else its epoll descriptor, or the socket,
+    would take the stream's number and be read as the input.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
 def run(argv: Optional[List[str]] = None) -> None:
     """
     The command line: C{chat [options]}.
     """
+    _fill_standard_streams()
     from twisted.internet import task
 
     task.react(main, sys.argv[1:] if argv is None else argv)
