@@ -22,7 +22,13 @@ from twisted.trial.unittest import TestCase
 
 from chat.client.cli import Options
 from chat.client.commands import local_command, parse_input, presence_setting
-from chat.client.connection import CAP_TIMEOUT, REQUEST_GAP, ChatClientProtocol, ChatSession
+from chat.client.connection import (
+    CAP_TIMEOUT,
+    CLOSED_ON_CAP,
+    REQUEST_GAP,
+    ChatClientProtocol,
+    ChatSession,
+)
 from chat.client.console import InteractiveFrontEnd
 from chat.client.display import Renderer, interpret
 from chat.client.rooms import EXTENSIONS, RoomState, granted, presence_line, rejoin_requests
@@ -188,6 +194,24 @@ class NegotiationTests(TestCase):
                 ("notice", "Not sent before the connection ended: /me waves"),
             ],
         )
+
+    def test_closed_on_cap_ends_for_good(self) -> None:
+        """
+        A server that closes the connection on the opening cap, before
+        answering it, would do so on every new connection: the ending is
+        final (no reconnecting in a loop) and says to try
+        --no-extensions. Closed after the cap's answer, it is not.
+        """
+        wire = Wire()
+        wire.proto.connectionLost(Failure(ierror.ConnectionDone()))
+        answered = Wire()
+        answered.receive(response("error", "Unknown request cap"))
+        answered.proto.connectionLost(Failure(ierror.ConnectionDone()))
+        self.assertEqual(
+            [(e.reason, e.final) for e in wire.endings + answered.endings],
+            [(CLOSED_ON_CAP, True), ("the server closed the connection", False)],
+        )
+        self.assertIn("--no-extensions", CLOSED_ON_CAP)
 
     def test_server_full_is_shown(self) -> None:
         """

@@ -77,6 +77,13 @@ RELOGIN_DELAY = 1.0
 CAP_TIMEOUT = 3.0
 
 #: How the user is told of a line entered but never written.
+#: Why a session ends whose server closed the connection when asked for
+#: extensions.
+CLOSED_ON_CAP = (
+    "the server closed the connection when asked for extensions (cap); "
+    "try again with --no-extensions"
+)
+
 #: How long a session closing as the client stops (SIGTERM, SIGHUP) waits
 #: for its logout to go out and the connection to close.
 CLOSE_WAIT = 1.0
@@ -561,6 +568,9 @@ class ChatClientProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
         self._connected = False
+        # Closed on the opening cap, before answering it: a server that
+        # drops a client for a request it does not know.
+        closed_on_cap = self._cap_wait is not None and not self._closing
         for call in (self._next_send, self._closer, self._quiet_call, self._cap_wait):
             if call is not None and call.active():
                 call.cancel()
@@ -582,6 +592,9 @@ class ChatClientProtocol(Protocol):
         logged_out = self._logout_written and (self._logout_answered or clean)
         if self._failure is not None:
             ending = Ending(False, self._failure, final=True)
+        elif closed_on_cap:
+            # Each new connection would end the same way.
+            ending = Ending(False, CLOSED_ON_CAP, final=True)
         elif self._closing or logged_out:
             ending = Ending(True, "connection closed")
         elif not clean:
