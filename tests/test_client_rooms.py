@@ -24,6 +24,7 @@ from chat.client.cli import Options
 from chat.client.commands import local_command, parse_input, presence_setting
 from chat.client.connection import (
     CAP_TIMEOUT,
+    CLOSE_WAIT,
     CLOSED_ON_CAP,
     REQUEST_GAP,
     ChatClientProtocol,
@@ -839,6 +840,34 @@ class ReconnectTests(TestCase):
     """
     The session after a reconnect: cap again, login again, rooms again.
     """
+
+    def test_close_logs_out_and_waits_a_moment(self) -> None:
+        """
+        Closing as the client stops writes logout (after a login went out)
+        and closes; what it returns fires when the connection has closed,
+        or after CLOSE_WAIT if the server never closes it, with no error
+        either way.
+        """
+        for server_closes in (True, False):
+            clock = Clock()
+            endpoint = FakeEndpoint()
+            session = ChatSession(endpoint, RecordingView(), clock)
+            self.successResultOf(defer.ensureDeferred(session.start()))
+            proto, transport = endpoint.connections[0]
+            proto.dataReceived(json.dumps(GRANT).encode() + b"\n")
+            session.send_request("login", "alice")
+            written(clock, transport)
+            done = session.close()
+            # (written at once, not after a REQUEST_GAP)
+            self.assertEqual(transport.value(), b'{"request":"logout","content":null}\n')
+            self.assertTrue(transport.disconnecting)
+            if server_closes:
+                proto.connectionLost(Failure(ierror.ConnectionDone()))
+            else:
+                clock.advance(CLOSE_WAIT - 0.01)
+                self.assertNoResult(done)
+                clock.advance(0.01)
+            self.assertIsNone(self.successResultOf(done))
 
     def test_rooms_joined_again(self) -> None:
         """

@@ -76,7 +76,6 @@ RELOGIN_DELAY = 1.0
 #: requests with nothing at all).
 CAP_TIMEOUT = 3.0
 
-#: How the user is told of a line entered but never written.
 #: Why a session ends whose server closed the connection when asked for
 #: extensions.
 CLOSED_ON_CAP = (
@@ -88,6 +87,7 @@ CLOSED_ON_CAP = (
 #: for its logout to go out and the connection to close.
 CLOSE_WAIT = 1.0
 
+#: How the user is told of a line entered but never written.
 NOT_SENT = "Not sent before the connection ended: "
 #: ... and of a line entered once the client was quitting or closing.
 NOT_SENT_QUITTING = "Not sent, the client is quitting: "
@@ -872,16 +872,16 @@ class ChatSession:
             self.quit()
             return succeed(None)
         done: Deferred[None] = Deferred()
-        timer = self.clock.callLater(CLOSE_WAIT, lambda: done.called or done.callback(None))
+        # Past CLOSE_WAIT, stop waiting (and succeed: the ending is
+        # expected either way).
+        done.addTimeout(CLOSE_WAIT, self.clock, onTimeoutCancel=lambda result, timeout: None)
 
         def closed(result: Any) -> Any:
-            if timer.active():
-                timer.cancel()
             if not done.called:
                 done.callback(None)
             return result
 
-        self.ended.addBoth(closed)
+        self.protocol.ended.addBoth(closed)
         self.protocol.close(logout=True)
         return done
 
