@@ -849,11 +849,10 @@ class InteractiveFrontEnd:
             # all of it is shown.
             return True
         key = (repr(entry.timestamp), repr(entry.sender), repr(entry.content))
-        if entry.history and again[key] < self._seen[key]:
-            again[key] += 1
-            return False
         if entry.history:
             again[key] += 1
+            if again[key] <= self._seen[key]:
+                return False
         self._seen[key] += 1
         self._seen_order.append(key)
         if len(self._seen_order) > SCROLLBACK_LINES:
