@@ -388,12 +388,7 @@ class SQLiteStore:
         except StoreError:
             return fail()
         store._pool.start()
-
-        def opened() -> None:
-            store._db = connect(path, busy_timeout)
-            store._wal = _file_id(path + "-wal")
-
-        d = store._call(opened)
+        d = store._call(store._connect)
 
         def failed(failure: Failure) -> Deferred:
             return store.close().addBoth(lambda _: failure)
@@ -419,8 +414,7 @@ class SQLiteStore:
         store = cls(path, reactor, clock, busy_timeout)
         store._lock_fd = lock_file(path)
         try:
-            store._db = connect(path, busy_timeout, check_same_thread=False)
-            store._wal = _file_id(path + "-wal")
+            store._connect(check_same_thread=False)
         except (sqlite3.Error, OSError) as e:
             store._release(None)
             raise StoreError(f"database {path!r}: {e}".replace("\n", " ")) from e
@@ -556,6 +550,14 @@ class SQLiteStore:
         return d.addBoth(done)
 
     # Work on the store's thread.
+
+    def _connect(self, check_same_thread: bool = True) -> None:
+        """
+        Open the connection (see L{connect}), and note which file the log is
+        (L{_check_files}).
+        """
+        self._db = connect(self.path, self._busy_timeout, check_same_thread)
+        self._wal = _file_id(self.path + "-wal")
 
     def _check_files(self) -> None:
         """
